@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make demo` (the main job) and `make test` (the suite).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The two run-time pins: their wheels are served locally, anything newer is gigabytes.
+TORCH_PINS := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: venv test lint unit docs demo bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e ".[test,demo,docs]" $(TORCH_PINS)
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
+
+unit: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadgroup -q
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
+
+test: lint unit docs
+
+demo: $(STAMP)
+	$(PY) -m detblocks demo
+
+bench: $(STAMP)
+	$(PY) -m detblocks.bench
+
+clean:
+	rm -rf $(VENV) build site .pytest_cache .ruff_cache .hypothesis

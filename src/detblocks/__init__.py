@@ -1,0 +1,37 @@
+"""detblocks: object-detection building blocks for PyTorch.
+
+Box operators (:mod:`detblocks.bbox`), target encoders and decoders
+(:mod:`detblocks.coder`), anchor matchers (:mod:`detblocks.matcher`), sample
+selectors (:mod:`detblocks.sampler`), prediction heads
+(:mod:`detblocks.predictor`) and feature extractors (:mod:`detblocks.feature`)
+with the semantics of GluonCV's ``gluoncv.nn``, batched over a leading axis.
+
+Submodules are imported on first use, so ``import detblocks`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from detblocks._checks import set_value_checks
+from detblocks.conventions import NO_MATCH, Sample
+
+__version__ = "0.1.0"
+
+_SUBMODULES = ("bbox", "coder", "matcher", "sampler", "predictor", "feature", "conventions")
+
+__all__ = ["__version__", "NO_MATCH", "Sample", "set_value_checks", *_SUBMODULES]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from detblocks import bbox, coder, feature, matcher, predictor, sampler  # noqa: F401
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"detblocks.{name}")
+    raise AttributeError(f"module 'detblocks' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULES))
