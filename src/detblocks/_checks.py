@@ -63,7 +63,9 @@ def check_float(name: str, x: object) -> Tensor:
     """``x`` must be a floating-point tensor."""
     x = check_tensor(name, x)
     if not x.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype (float16/bfloat16/float32/float64), got {x.dtype}")
+        raise TypeError(
+            f"{name} must have a floating dtype (float16/bfloat16/float32/float64), got {x.dtype}"
+        )
     return x
 
 
@@ -97,9 +99,7 @@ def check_batch(*named: tuple[str, Tensor]) -> None:
     (n0, t0), rest = named[0], named[1:]
     for n, t in rest:
         if t.shape[0] != t0.shape[0]:
-            raise ValueError(
-                f"batch size of {n} {shape_str(t)} does not match {n0} {shape_str(t0)}"
-            )
+            raise ValueError(f"batch size of {n} {shape_str(t)} does not match {n0} {shape_str(t0)}")
 
 
 def check_dim(name: str, x: Tensor, axis: int, size: int, what: str, ref: str) -> None:
@@ -124,13 +124,21 @@ def parse_fmt(fmt: object) -> str:
     return _FMT_ALIASES[fmt.lower()]
 
 
-def check_number(name: str, value: object, *, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, integer: bool = False) -> float:
+def check_number(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    integer: bool = False,
+) -> float:
     """A Python number within bounds; returns it (as float or int)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         if isinstance(value, Tensor) and value.numel() == 1 and not integer:
             raise TypeError(f"{name} must be a Python number, got a tensor")
-        raise TypeError(f"{name} must be a{'n integer' if integer else ' number'}, got {type(value).__name__}")
+        kind = "an integer" if integer else "a number"
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__}")
     if integer and not isinstance(value, int):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value != value:  # NaN
