@@ -27,6 +27,7 @@ __all__ = [
     "DatasetError",
     "ShapesDataset",
     "collate",
+    "collate_eval",
     "draw_shapes",
 ]
 
@@ -438,3 +439,8 @@ def collate(
         boxes[i, : b.shape[0]] = b
         labels[i, : lab.shape[0]] = lab
     return images, boxes, labels
+
+
+def collate_eval(batch: Sequence[tuple[Tensor, dict[str, Tensor]]]) -> tuple[Tensor, list[dict[str, Tensor]]]:
+    """Stack images, keep targets as a list (evaluation and pictures)."""
+    return torch.stack([im for im, _ in batch]), [t for _, t in batch]

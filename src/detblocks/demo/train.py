@@ -1,0 +1,453 @@
+"""Training loop of the demo, single process or DistributedDataParallel (gloo).
+
+:func:`run_demo` does the whole job: data, model, training with a progress
+bar and a per-phase timing table, validation mAP after every epoch,
+checkpoint, ONNX export and check, pictures. Under ``torchrun`` every rank
+trains on its share of each batch (:class:`~torch.utils.data.DistributedSampler`)
+and only rank 0 prints, evaluates and writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .data import CocoJsonDataset, DatasetError, ShapesDataset, collate, split_indices
+from .evaluate import CocoMetrics, coco_evaluate, coco_ground_truth, predict
+from .model import BACKBONES, SSD, SSDInference
+from .targets import SSDTargets, ssd_loss
+
+__all__ = ["DemoConfig", "DemoResult", "run_demo", "build_datasets", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+ONNX_NAME = "detector.onnx"
+
+
+@dataclass
+class DemoConfig:
+    """Every setting of the demo (the command line maps onto these fields one to one)."""
+
+    epochs: int = 12
+    batch_size: int = 32
+    image_size: int = 128
+    out: str = "runs/demo"
+    seed: int = 0
+    device: str = "cpu"
+    data: str | None = None
+    images: str | None = None
+    val_data: str | None = None
+    val_images: str | None = None
+    val_fraction: float = 0.2
+    train_size: int = 4000
+    val_size: int = 500
+    iters: int | None = None
+    lr: float = 0.08
+    weight_decay: float = 4e-5
+    warmup: int = 100
+    backbone: str = "mobilenet_v3_small"
+    resume: str | None = None
+    threads: int | None = None
+    export: bool = True
+    plots: bool = True
+    quiet: bool = False
+
+
+@dataclass
+class DemoResult:
+    """What a run produced (on rank 0; other ranks get the model and an empty rest)."""
+
+    model: SSD
+    metrics: CocoMetrics | None = None
+    history: dict = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    onnx_check: dict | None = None
+    minutes: float = 0.0
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _log(cfg: DemoConfig, rank: int, msg: str) -> None:
+    if rank == 0 and not cfg.quiet:
+        print(msg, flush=True)
+
+
+def _init_distributed() -> tuple[int, int, int]:
+    """Join the process group when started by torchrun; returns (rank, world size, local world size)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 1
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    return dist.get_rank(), dist.get_world_size(), local_world
+
+
+def build_datasets(cfg: DemoConfig) -> tuple[Dataset, Dataset, tuple[str, ...]]:
+    """Train and validation datasets and the class names, from ``cfg``.
+
+    Raises:
+        DatasetError: the ``--data`` dataset is missing or malformed.
+    """
+    if cfg.data is None:
+        train = ShapesDataset(cfg.train_size, cfg.image_size, seed=cfg.seed, split="train")
+        val = ShapesDataset(cfg.val_size, cfg.image_size, seed=cfg.seed, split="val")
+        return train, val, ShapesDataset.classes
+    ann = Path(cfg.data)
+    images = Path(cfg.images) if cfg.images else ann.parent
+    if cfg.val_data is not None:
+        train_ds = CocoJsonDataset(ann, images, cfg.image_size)
+        val_images = Path(cfg.val_images) if cfg.val_images else Path(cfg.val_data).parent
+        val_ds = CocoJsonDataset(cfg.val_data, val_images, cfg.image_size)
+        if val_ds.classes != train_ds.classes:
+            raise DatasetError(
+                f"validation categories {list(val_ds.classes)} differ from "
+                f"training categories {list(train_ds.classes)}"
+            )
+        return train_ds, val_ds, train_ds.classes
+    full = CocoJsonDataset(ann, images, cfg.image_size)
+    train_idx, val_idx = split_indices(len(full), cfg.val_fraction, cfg.seed)
+    train_ds = CocoJsonDataset(ann, images, cfg.image_size, indices=train_idx)
+    val_ds = CocoJsonDataset(ann, images, cfg.image_size, indices=val_idx)
+    return train_ds, val_ds, full.classes
+
+
+def _hflip(images: Tensor, boxes: Tensor, flip: Tensor) -> tuple[Tensor, Tensor]:
+    """Mirror the images where ``flip`` (Tensor[B] bool) is set; padded box rows stay -1."""
+    size = images.shape[-1]
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    mirrored = torch.stack([size - x1, y0, size - x0, y1], dim=-1)
+    padded = (boxes < 0).all(dim=-1, keepdim=True)
+    mirrored = torch.where(padded, boxes, mirrored)
+    return images, torch.where(flip[:, None, None], mirrored, boxes)
+
+
+def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
+    """Linear warm-up then cosine decay to zero, per iteration."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def _checkpoint_meta(cfg: DemoConfig, classes: tuple[str, ...]) -> dict:
+    return {"image_size": cfg.image_size, "backbone": cfg.backbone, "classes": list(classes)}
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a demo checkpoint with ``weights_only=True`` (tensors and plain containers only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:
+        raise ValueError(f"{path} is not a detblocks demo checkpoint")
+    return ckpt
+
+
+# --------------------------------------------------------------------------- main loop
+
+
+def run_demo(cfg: DemoConfig) -> DemoResult:
+    """Train, evaluate and ship the SSD demo as configured by ``cfg``."""
+    t_start = time.perf_counter()
+    rank, world, local_world = _init_distributed()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    elif local_world > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    if cfg.batch_size % world != 0:
+        raise ValueError(
+            f"--batch-size {cfg.batch_size} must be divisible by the number of processes {world}"
+        )
+    if cfg.backbone not in BACKBONES:
+        raise ValueError(f"--backbone must be one of {sorted(BACKBONES)}, got {cfg.backbone!r}")
+    device = torch.device(cfg.device)
+    out = Path(cfg.out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    train_ds, val_ds, classes = build_datasets(cfg)
+    _log(
+        cfg,
+        rank,
+        f"data: {len(train_ds)} train / {len(val_ds)} val images of {cfg.image_size}px, "
+        f"{len(classes)} classes ({', '.join(classes)}) [{time.perf_counter() - t0:.1f}s]",
+    )
+
+    torch.manual_seed(cfg.seed)
+    model = SSD(len(classes), cfg.image_size, backbone=cfg.backbone).to(device)
+    model = model.to(memory_format=torch.channels_last)
+    targets = SSDTargets().to(device)
+    params_bn = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    params_w = [p for n, p in model.named_parameters() if p.ndim > 1]
+    optimizer = torch.optim.SGD(
+        [{"params": params_w, "weight_decay": cfg.weight_decay}, {"params": params_bn, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        momentum=0.9,
+        nesterov=True,
+    )
+    per_rank_batch = cfg.batch_size // world
+    sampler = (
+        DistributedSampler(
+            train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True
+        )
+        if world > 1
+        else None
+    )
+    loader = DataLoader(
+        train_ds,
+        batch_size=per_rank_batch,
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=True,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    if len(loader) == 0:
+        raise DatasetError(
+            f"the training split has {len(train_ds)} images, fewer than one batch of {cfg.batch_size}; "
+            "lower --batch-size"
+        )
+    iters_per_epoch = len(loader) if cfg.iters is None else min(cfg.iters, len(loader))
+    total_iters = cfg.epochs * iters_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(total_iters, min(cfg.warmup, total_iters))
+    )
+    history: dict = {"loss": [], "cls_loss": [], "box_loss": [], "epoch_iters": [], "map": [], "map50": []}
+    start_epoch = 0
+    meta = _checkpoint_meta(cfg, classes)
+    if cfg.resume:
+        ckpt = load_checkpoint(cfg.resume)
+        if ckpt["meta"] != meta:
+            raise ValueError(f"checkpoint {cfg.resume} was trained with {ckpt['meta']}, this run uses {meta}")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        history = ckpt["history"]
+        start_epoch = int(ckpt["epoch"])
+        _log(cfg, rank, f"resumed from {cfg.resume} after epoch {start_epoch}")
+
+    net: nn.Module = DistributedDataParallel(model) if world > 1 else model
+    flip_gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank + start_epoch)
+    ground_truth = coco_ground_truth(val_ds, classes) if rank == 0 else None
+    inference = SSDInference(model)
+    timing = {"data": 0.0, "forward": 0.0, "targets": 0.0, "backward": 0.0}
+    timed_iters = 0
+    metrics: CocoMetrics | None = None
+    _log(
+        cfg,
+        rank,
+        f"model: SSD on {cfg.backbone} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), "
+        f"maps {model.feature_sizes}, {model.num_anchors} default boxes; "
+        f"{world} process(es), batch {cfg.batch_size}, {iters_per_epoch} iterations/epoch",
+    )
+
+    from tqdm import tqdm
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        net.train()
+        bar = tqdm(
+            total=iters_per_epoch,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=rank != 0 or cfg.quiet,
+            dynamic_ncols=True,
+            leave=True,
+            file=sys.stdout,
+        )
+        sums = torch.zeros(3)
+        t_epoch = time.perf_counter()
+        t_data = time.perf_counter()
+        for it, (images, gt_boxes, gt_labels) in enumerate(loader):
+            if it >= iters_per_epoch:
+                break
+            images, gt_boxes = _hflip(images, gt_boxes, torch.rand(images.shape[0], generator=flip_gen) < 0.5)
+            images = images.to(device).float().div_(255).contiguous(memory_format=torch.channels_last)
+            gt_boxes = gt_boxes.to(device) / cfg.image_size  # normalised; padded rows stay negative
+            gt_boxes = torch.where(gt_boxes < 0, torch.full_like(gt_boxes, -1.0), gt_boxes)
+            gt_labels = gt_labels.to(device)
+            t1 = time.perf_counter()
+            cls_logits, box_deltas = net(images)
+            t2 = time.perf_counter()
+            cls_t, box_t, box_m = targets(model.anchors, cls_logits.detach(), gt_boxes, gt_labels)
+            t3 = time.perf_counter()
+            cls_loss, box_loss = ssd_loss(cls_logits, box_deltas, cls_t, box_t, box_m)
+            loss = cls_loss + box_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            t4 = time.perf_counter()
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, iteration {it + 1}"
+                )
+            if it > 0 or epoch > start_epoch:  # the first iteration carries one-off start-up costs
+                timing["data"] += t1 - t_data
+                timing["forward"] += t2 - t1
+                timing["targets"] += t3 - t2
+                timing["backward"] += t4 - t3
+                timed_iters += 1
+            vals = torch.stack([loss.detach(), cls_loss.detach(), box_loss.detach()]).cpu()
+            sums += vals
+            history["loss"].append(float(vals[0]))
+            history["cls_loss"].append(float(vals[1]))
+            history["box_loss"].append(float(vals[2]))
+            seen = (it + 1) * cfg.batch_size
+            bar.set_postfix(
+                loss=f"{vals[0]:.3f}",
+                cls=f"{vals[1]:.3f}",
+                box=f"{vals[2]:.3f}",
+                lr=f"{scheduler.get_last_lr()[0]:.3g}",
+                img_s=f"{seen / (time.perf_counter() - t_epoch):.0f}",
+            )
+            bar.update(1)
+            t_data = time.perf_counter()
+        bar.close()
+        history["epoch_iters"].append(len(history["loss"]))
+
+        if rank == 0:
+            t_eval = time.perf_counter()
+            dets = predict(inference, val_ds, batch_size=64, device=device)
+            metrics = coco_evaluate(ground_truth, dets)  # type: ignore[arg-type]
+            history["map"].append(metrics.map)
+            history["map50"].append(metrics.map50)
+            n = iters_per_epoch
+            _log(
+                cfg,
+                rank,
+                f"epoch {epoch + 1}: loss {sums[0] / n:.3f} (cls {sums[1] / n:.3f}, box {sums[2] / n:.3f}), "
+                f"val mAP@[.5:.95] {metrics.map:.3f}, mAP@.5 {metrics.map50:.3f} "
+                f"[eval {time.perf_counter() - t_eval:.1f}s]",
+            )
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "meta": meta,
+                    "config": {k: v for k, v in asdict(cfg).items()},
+                },
+                out / CHECKPOINT_NAME,
+            )
+        if world > 1:
+            dist.barrier()
+
+    result = DemoResult(model=model, history=history)
+    if rank == 0:
+        if timed_iters:
+            _log(cfg, rank, _timing_table(timing, timed_iters, cfg.batch_size))
+        if metrics is None:  # nothing left to train after --resume: evaluate once
+            metrics = coco_evaluate(ground_truth, predict(inference, val_ds, batch_size=64, device=device))  # type: ignore[arg-type]
+        result.metrics = metrics
+        result.files["checkpoint"] = str(out / CHECKPOINT_NAME)
+        if not (out / CHECKPOINT_NAME).exists():
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": cfg.epochs,
+                    "history": history,
+                    "meta": meta,
+                    "config": asdict(cfg),
+                },
+                out / CHECKPOINT_NAME,
+            )
+        _finish(cfg, model, inference, val_ds, classes, result, out, device)
+        result.minutes = (time.perf_counter() - t_start) / 60
+        summary = {
+            "map": metrics.map,
+            "map50": metrics.map50,
+            "coco_stats": metrics.stats,
+            "minutes": result.minutes,
+            "epochs": cfg.epochs,
+            "onnx_check": result.onnx_check,
+            "files": result.files,
+            "config": asdict(cfg),
+        }
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+        result.files["metrics"] = str(out / "metrics.json")
+        _log(
+            cfg,
+            rank,
+            f"\nvalidation ({len(val_ds)} images, COCOeval): mAP@[.5:.95] = {metrics.map:.3f}, "
+            f"mAP@.5 = {metrics.map50:.3f}; total {result.minutes:.1f} min\noutput folder: {out.resolve()}\n"
+            + "".join(f"  {k:<11} {v}\n" for k, v in result.files.items()),
+        )
+    if world > 1:
+        dist.barrier()
+    return result
+
+
+def _timing_table(timing: dict[str, float], iters: int, batch_size: int) -> str:
+    total = sum(timing.values())
+    lines = [f"time per iteration ({iters} iterations, batch {batch_size}):"]
+    for k, v in timing.items():
+        lines.append(f"  {k:<9} {1000 * v / iters:8.1f} ms  {100 * v / total:5.1f}%")
+    lines.append(
+        f"  {'total':<9} {1000 * total / iters:8.1f} ms  ({iters * batch_size / total:.0f} images/s)"
+    )
+    return "\n".join(lines)
+
+
+def _finish(
+    cfg: DemoConfig,
+    model: SSD,
+    inference: SSDInference,
+    val_ds: Dataset,
+    classes: tuple[str, ...],
+    result: DemoResult,
+    out: Path,
+    device: torch.device,
+) -> None:
+    """Export and check ONNX, draw the pictures (rank 0)."""
+    model.eval()
+    dets = predict(inference, val_ds, batch_size=64, device=device)
+    if cfg.export:
+        from .export import check_onnx, export_onnx
+
+        path = out / ONNX_NAME
+        t = time.perf_counter()
+        export_onnx(inference, cfg.image_size, path)
+        check = check_onnx(path, val_ds, dets)
+        result.onnx_check = check
+        result.files["onnx"] = str(path)
+        _log(
+            cfg,
+            0,
+            f"ONNX: exported {path.name} ({check['nms']}); onnxruntime on {check['images']} val images: "
+            f"{'MATCH' if check['equal'] else 'MISMATCH'} with eager PyTorch "
+            f"({check['detections']} detections, max |d box| {check['max_box_diff']:.2g} px, "
+            f"max |d score| {check['max_score_diff']:.2g}; tolerance {check['tolerance']}) "
+            f"[{time.perf_counter() - t:.1f}s]",
+        )
+        if not check["equal"]:
+            raise RuntimeError(f"ONNX detections differ from eager PyTorch: {check}")
+    if cfg.plots:
+        from .plots import plot_detections, plot_training
+
+        result.files["detections"] = str(plot_detections(val_ds, dets, classes, out / "detections.png"))
+        result.files["training"] = str(plot_training(result.history, out / "training.png"))
