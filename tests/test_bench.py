@@ -56,7 +56,9 @@ def test_bench_runs_and_both_libraries_do_the_same_work(tmp_path, monkeypatch, c
     out = capsys.readouterr().out
 
     for name in bench.WORKLOADS:
-        row = re.search(rf"^\| {name} \| [^|]+ \| ({NUMBER}) \| ({NUMBER}) \| ({NUMBER}) \|", out, re.M)
+        row = re.search(
+            rf"^\| {name} \| [^|]+ \| {NUMBER} \| ({NUMBER}) \| ({NUMBER}) \| ({NUMBER}) \|", out, re.M
+        )
         assert row, f"no figures for {name} in\n{out}"
         tv_ms, db_ms, ratio = (float(g) for g in row.groups())
         cell = results["workloads"][name]

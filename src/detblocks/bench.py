@@ -318,6 +318,41 @@ def describe(name: str, inputs: dict[str, Tensor]) -> str:
     return text + (f" C={inputs['logits'].shape[-1]}" if "logits" in inputs else "")
 
 
+def min_bytes(name: str, inputs: dict[str, Tensor]) -> int:
+    """Bytes a perfect implementation of workload ``name`` must move: every input read
+    once and every output written once, in the dtypes of the contract (float32 boxes,
+    targets, masks and scores; int64 samples, class targets and class ids), with no
+    intermediate such as the (B, N, M) IoU matrix unless it is the output."""
+    f, i = 4, 8
+    if name == "iou":
+        (B, N, _), M = inputs["a"].shape, inputs["b"].shape[1]
+        return B * (N + M) * 4 * f + B * N * M * f
+    if name == "ssd_decode":
+        B, N, C = inputs["scores"].shape
+        return B * N * 4 * f + N * 4 * f + B * N * C * f + B * N * 4 * f + B * N * (C - 1) * (i + f)
+    B, M = inputs["gt_boxes"].shape[:2]
+    N = inputs["anchors"].shape[0]
+    read = N * 4 * f + B * M * 4 * f
+    write = B * N * i + 2 * B * N * 4 * f  # samples or class targets; box targets and masks
+    if name == "ssd_targets":
+        read += B * M * i + B * N * inputs["logits"].shape[-1] * f
+    return read + write
+
+
+def copy_bandwidth_gbps(mbytes: int = 256, reps: int = 5) -> float:
+    """Practical memory bandwidth: best of ``reps`` ``Tensor.copy_`` of ``mbytes`` MB, in
+    GB/s counting bytes read plus bytes written (STREAM's "copy")."""
+    src = torch.ones(mbytes * 2**20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = math.inf
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.numel() * 4 / best / 1e9
+
+
 # ----------------------------------------------------------------------------- pipelines
 @dataclass
 class Pipeline:
@@ -1088,12 +1123,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     results: dict[str, Any] = {"versions": versions, "args": {k: str(v) for k, v in vars(args).items()}}
     cells: dict[str, dict[str, CellResult]] = {}
-    shapes, parts, profiles = {}, {}, {}
+    shapes, traffic, parts, profiles = {}, {}, {}, {}
+    bandwidth = copy_bandwidth_gbps(64 if args.quick else 256) if device.type == "cpu" else None
     with torch.no_grad():
         for name in args.workloads:
             torch.manual_seed(0)  # the samplers draw from torch's generator
             inputs = make_inputs(name, sizes[name], device)
             shapes[name] = describe(name, inputs)
+            traffic[name] = min_bytes(name, inputs)
             pipelines = [PIPELINES[lib](name, inputs) for lib in libs]
             cells[name] = compare(pipelines, args.reps, args.warmup, device)
             tv, db = cells[name]["torchvision"], cells[name]["detblocks"]
@@ -1113,18 +1150,25 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         memory = measure_memory(libs, args.workloads, args.quick, args.device, args.threads)
 
     print("\nmedian ms per call; ratio = detblocks / torchvision (below 1 is faster)")
-    header = ["workload", "shapes", "torchvision ms", "detblocks ms", "ratio", "goal"]
+    header = ["workload", "shapes", "floor ms", "torchvision ms", "detblocks ms", "ratio", "goal"]
     if memory:
         header += ["torchvision peak MB", "detblocks peak MB"]
     rows = []
     for name in args.workloads:
         tv, db = cells[name]["torchvision"], cells[name]["detblocks"]
-        row = [name, shapes[name], _fmt(tv.median), _fmt(db.median), _fmt(db.median / tv.median, 3)]
+        floor = traffic[name] / (bandwidth * 1e9) * 1e3 if bandwidth else None
+        row = [name, shapes[name], _fmt(floor, 2), _fmt(tv.median), _fmt(db.median)]
+        row.append(_fmt(db.median / tv.median, 3))
         row.append(f"<= {TARGET_RATIO[name]}")
         if memory:
             row += [_fmt(memory.get(("torchvision", name))), _fmt(memory.get(("detblocks", name)))]
         rows.append(row)
     _print_table(header, rows)
+    if bandwidth:
+        print(
+            f"floor ms: minimum bytes (inputs read once, outputs written once) / copy bandwidth "
+            f"{bandwidth:.1f} GB/s measured now"
+        )
     if memory:
         print(
             "peak MB: extra resident memory one warm call touches (resident-set high-water mark "
@@ -1193,6 +1237,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results["workloads"] = {
         name: {
             "shapes": shapes[name],
+            "min_bytes": traffic[name],
             "checks_agree": check_ok[name],
             **{lib: asdict(cells[name][lib]) | {"median_ms": cells[name][lib].median} for lib in libs},
             "ratio": cells[name]["detblocks"].median / cells[name]["torchvision"].median,
@@ -1202,6 +1247,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         }
         for name in args.workloads
     }
+    results["copy_bandwidth_gbps"] = bandwidth
     results["sweep"] = [
         asdict(c) | {"total_ms": c.total_ms, "ms_per_mpair": c.ms_per_mpair} for c in sweep_cells
     ]
