@@ -180,7 +180,7 @@ def _rows(lines: list[str], spans: list[tuple[int, int]]) -> list[list[str]]:
     rows: list[list[str]] = []
     for line in lines:
         cells = []
-        for k, (start, end) in enumerate(spans):
+        for k, (start, _) in enumerate(spans):
             stop = spans[k + 1][0] if k + 1 < len(spans) else None
             # The last column runs to the end of the line; others end where the next begins.
             cells.append(line[start:stop].strip() if stop is not None else line[start:].strip())
