@@ -1,0 +1,454 @@
+"""Bounding-box operators: format conversion, splitting, area, batched IoU, clipping.
+
+Box formats: ``'corner'`` (alias ``'xyxy'``) is ``(xmin, ymin, xmax, ymax)``;
+``'center'`` (alias ``'cxcywh'``) is ``(center_x, center_y, width, height)``.
+Every function works on a leading batch axis and keeps the input's dtype and
+device; the modules (GluonCV's names and constructor arguments) only hold
+hyper-parameters and call the functions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from detblocks import _checks
+
+__all__ = [
+    "corner_to_center",
+    "center_to_corner",
+    "bbox_split",
+    "box_area",
+    "box_iou",
+    "clip_to_image",
+    "BBoxCornerToCenter",
+    "BBoxCenterToCorner",
+    "BBoxSplit",
+    "BBoxArea",
+    "BBoxBatchIOU",
+    "BBoxClipToImage",
+]
+
+# GluonCV clips intersection widths and heights to float16's largest finite value.
+_F16_MAX = 65504.0
+
+# Elements of one (B, rows, M) block of the IoU matrix computed at a time in eager mode:
+# the three float32 temporaries of a block (1 MiB) stay in L2, only the result goes to memory.
+_IOU_BLOCK_ELEMENTS = 65536
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+Boxes4 = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+def _norm_axis(name: str, x: Tensor, axis: int) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise TypeError(f"{name} must be an int, got {type(axis).__name__}")
+    if not -x.dim() <= axis < x.dim():
+        raise ValueError(f"{name}={axis} is out of range for a tensor of shape {_checks.shape_str(x)}")
+    return axis % x.dim()
+
+
+def _check_box_axis(name: str, x: object, axis: int) -> tuple[Tensor, int]:
+    """``x`` is a floating tensor whose ``axis`` has size 4; returns it and the axis made >= 0."""
+    x = _checks.check_float(name, x)
+    if x.dim() == 0:
+        raise ValueError(f"{name} must have a box axis of size 4, got a 0-d tensor")
+    dim = _norm_axis("axis", x, axis)
+    if x.shape[dim] != 4:
+        raise ValueError(f"{name} must have size 4 on axis {axis}, got shape {_checks.shape_str(x)}")
+    return x, dim
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float16/bfloat16 are computed in float32 (areas of 1000-px boxes overflow float16)."""
+    return torch.float32 if dtype in _HALF_DTYPES else dtype
+
+
+def corner_to_center(x: Tensor, axis: int = -1, split: bool = False) -> Tensor | Boxes4:
+    """Convert corner boxes to center boxes.
+
+    Args:
+        x (Tensor[..., 4, ...]): ``(xmin, ymin, xmax, ymax)`` along ``axis``.
+        axis (int): the axis of length 4.
+        split (bool): return the four coordinates separately.
+
+    Returns:
+        Tensor[..., 4, ...]: ``(center_x, center_y, width, height)`` along ``axis``; with
+        ``split=True`` a tuple of 4 tensors with size 1 on ``axis``.
+
+    Example:
+        >>> import torch
+        >>> corner_to_center(torch.tensor([[0.0, 0.0, 4.0, 2.0]]))
+        tensor([[2., 1., 4., 2.]])
+    """
+    x, dim = _check_box_axis("x", x, axis)
+    xmin, ymin, xmax, ymax = x.split(1, dim=dim)
+    width = xmax - xmin
+    height = ymax - ymin
+    out = (xmin + width / 2, ymin + height / 2, width, height)
+    return out if split else torch.cat(out, dim=dim)
+
+
+def center_to_corner(x: Tensor, axis: int = -1, split: bool = False) -> Tensor | Boxes4:
+    """Convert center boxes to corner boxes.
+
+    Args:
+        x (Tensor[..., 4, ...]): ``(center_x, center_y, width, height)`` along ``axis``.
+        axis (int): the axis of length 4.
+        split (bool): return the four coordinates separately.
+
+    Returns:
+        Tensor[..., 4, ...]: ``(xmin, ymin, xmax, ymax)`` along ``axis``; with
+        ``split=True`` a tuple of 4 tensors with size 1 on ``axis``.
+
+    Example:
+        >>> import torch
+        >>> center_to_corner(torch.tensor([[2.0, 1.0, 4.0, 2.0]]))
+        tensor([[0., 0., 4., 2.]])
+    """
+    x, dim = _check_box_axis("x", x, axis)
+    cx, cy, width, height = x.split(1, dim=dim)
+    half_w = width / 2
+    half_h = height / 2
+    out = (cx - half_w, cy - half_h, cx + half_w, cy + half_h)
+    return out if split else torch.cat(out, dim=dim)
+
+
+def bbox_split(x: Tensor, axis: int, squeeze_axis: bool = False) -> Boxes4:
+    """Split boxes into their four coordinates.
+
+    Args:
+        x (Tensor[..., 4, ...]): boxes with the coordinates along ``axis`` (any format).
+        axis (int): the axis of length 4.
+        squeeze_axis (bool): drop ``axis`` from the outputs instead of keeping it with size 1.
+
+    Returns:
+        tuple of 4 Tensor: views of ``x``, each of size 1 on ``axis`` (or without it).
+
+    Example:
+        >>> import torch
+        >>> xmin, ymin, xmax, ymax = bbox_split(torch.tensor([[[0.0, 1.0, 2.0, 3.0]]]), axis=-1)
+        >>> xmax
+        tensor([[[2.]]])
+    """
+    x, dim = _check_box_axis("x", x, axis)
+    return x.unbind(dim) if squeeze_axis else x.split(1, dim=dim)  # type: ignore[return-value]
+
+
+def box_area(x: Tensor, axis: int = -1, fmt: str = "corner") -> Tensor:
+    """Area of boxes; negative widths or heights count as 0.
+
+    Args:
+        x (Tensor[B, N, 4]): boxes (any leading dims; coordinates along ``axis``).
+        axis (int): the axis of length 4.
+        fmt (str): ``'corner'``/``'xyxy'`` or ``'center'``/``'cxcywh'``.
+
+    Returns:
+        Tensor[B, N, 1]: areas, size 1 on ``axis``, in the dtype of ``x`` (float16 overflows
+        to ``inf`` above 65504, as any float16 value does).
+
+    Example:
+        >>> import torch
+        >>> box_area(torch.tensor([[[0.0, 0.0, 4.0, 2.0], [3.0, 3.0, 1.0, 5.0]]]))
+        tensor([[[8.],
+                 [0.]]])
+    """
+    x, dim = _check_box_axis("x", x, axis)
+    if _checks.parse_fmt(fmt) == "center":
+        _, _, width, height = x.split(1, dim=dim)
+    else:
+        xmin, ymin, xmax, ymax = x.split(1, dim=dim)
+        width, height = xmax - xmin, ymax - ymin
+    return width.clamp(min=0) * height.clamp(min=0)
+
+
+def _iou_block(
+    a_cols: Boxes4, b_cols: Boxes4, area_a: Tensor, area_b: Tensor, offset: float, out: Tensor | None = None
+) -> Tensor:
+    """IoU of every row of ``a`` against every row of ``b``: the maths of :func:`box_iou`.
+
+    ``a_cols`` are the corner coordinates of a block of n boxes, each ``(B, n, 1)``;
+    ``b_cols`` those of the M references, each ``(B, 1, M)``; ``area_a (B, n, 1)`` already
+    holds ``eps``. Writes into ``out (B, n, M)`` when given. Every in-place op acts on a
+    temporary created here, so the function is differentiable and traceable.
+    """
+    al, at, ar, ab = a_cols
+    bl, bt, br, bb = b_cols
+    iw = torch.minimum(ar, br).sub_(torch.maximum(al, bl))  # (B, n, M)
+    ih = torch.minimum(ab, bb).sub_(torch.maximum(at, bt))  # (B, n, M)
+    if offset:
+        iw.add_(offset)
+        ih.add_(offset)
+    inter = iw.clamp_(0.0, _F16_MAX).mul_(ih.clamp_(0.0, _F16_MAX))
+    union = torch.add(area_a, area_b).sub_(inter)  # (B, n, M), eps included through area_a
+    return torch.div(inter, union, out=out)
+
+
+def _check_pair_batch(a: Tensor, b: Tensor) -> None:
+    if a.shape[0] != b.shape[0] and a.shape[0] != 1 and b.shape[0] != 1:
+        raise ValueError(
+            f"batch size of b {_checks.shape_str(b)} does not match a {_checks.shape_str(a)} "
+            "(equal sizes, or 1 to broadcast)"
+        )
+
+
+def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: float = 1e-15) -> Tensor:
+    """Intersection over union of every box of ``a`` with every box of ``b``, per image.
+
+    GluonCV's formula: intersection sides are ``min(right) - max(left) + offset`` clipped
+    to ``[0, 65504]``; areas are ``(xmax - xmin + offset) * (ymax - ymin + offset)`` (not
+    clipped); the result is ``inter / (area_a + area_b - inter + eps)``.
+
+    Args:
+        a (Tensor[B, N, 4]): boxes, or ``Tensor[N, 4]`` for a single image.
+        b (Tensor[B, M, 4]): boxes, or ``Tensor[M, 4]``. A batch size of 1 on either side
+            broadcasts against the other.
+        fmt (str): format of both inputs, ``'corner'``/``'xyxy'`` or ``'center'``/``'cxcywh'``.
+        offset (float): added to widths and heights (1 for the "+1 pixel" convention).
+        eps (float): added to the union to avoid division by zero.
+
+    Returns:
+        Tensor[B, N, M] (``Tensor[N, M]`` for 2-d inputs): IoU in the promoted dtype of
+        ``a`` and ``b``; float16/bfloat16 are computed in float32.
+
+    Example:
+        >>> import torch
+        >>> a = torch.tensor([[[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 3.0]]])
+        >>> b = torch.tensor([[[0.0, 0.0, 2.0, 2.0], [2.0, 0.0, 4.0, 2.0]]])
+        >>> box_iou(a, b)
+        tensor([[[1.0000, 0.0000],
+                 [0.1429, 0.1429]]])
+    """
+    a = _checks.check_boxes("a", a, (2, 3), "(B, N, 4) or (N, 4)")
+    b = _checks.check_boxes("b", b, (2, 3), "(B, M, 4) or (M, 4)")
+    if a.dim() != b.dim():
+        raise ValueError(
+            f"a and b must both be batched (3-d) or both single images (2-d), "
+            f"got a {_checks.shape_str(a)} and b {_checks.shape_str(b)}"
+        )
+    offset = _checks.check_number("offset", offset)
+    eps = _checks.check_number("eps", eps, low=0)
+    single = a.dim() == 2
+    if single:
+        a, b = a.unsqueeze(0), b.unsqueeze(0)
+    _check_pair_batch(a, b)
+    if _checks.parse_fmt(fmt) == "center":
+        a, b = center_to_corner(a), center_to_corner(b)
+    out_dtype = torch.promote_types(a.dtype, b.dtype)
+    work = _compute_dtype(out_dtype)
+    # Coordinate planes, (B, 4, N) and (B, 4, M): contiguous rows for the broadcasts below.
+    a_t = a.to(work).transpose(1, 2).contiguous()
+    b_t = b.to(work).transpose(1, 2).contiguous()
+    area_a = (a_t[:, 2] - a_t[:, 0] + offset) * (a_t[:, 3] - a_t[:, 1] + offset) + eps  # (B, N)
+    area_b = (b_t[:, 2] - b_t[:, 0] + offset) * (b_t[:, 3] - b_t[:, 1] + offset)  # (B, M)
+    b_cols = tuple(b_t[:, k, None, :] for k in range(4))  # 4 x (B, 1, M)
+    area_b = area_b[:, None, :]
+
+    batch, n_rows, n_refs = max(a.shape[0], b.shape[0]), a.shape[1], b.shape[1]
+    block_rows = _IOU_BLOCK_ELEMENTS // max(1, batch * n_refs)
+    if (
+        torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+        or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
+        or block_rows < 1
+        or n_rows <= block_rows
+    ):
+        a_cols = tuple(a_t[:, k, :, None] for k in range(4))  # 4 x (B, N, 1)
+        out = _iou_block(a_cols, b_cols, area_a[:, :, None], area_b, offset)  # type: ignore[arg-type]
+        out = out.to(out_dtype)
+    else:
+        # Eager fast path: blocks of rows, each written straight into the result.
+        out = a_t.new_empty((batch, n_rows, n_refs), dtype=out_dtype)
+        for start in range(0, n_rows, block_rows):
+            rows = slice(start, start + block_rows)
+            a_cols = tuple(a_t[:, k, rows, None] for k in range(4))
+            _iou_block(a_cols, b_cols, area_a[:, rows, None], area_b, offset, out=out[:, rows])  # type: ignore[arg-type]
+    return out.squeeze(0) if single else out
+
+
+def clip_to_image(
+    x: Tensor,
+    img: Tensor | None = None,
+    *,
+    height: int | float | Tensor | None = None,
+    width: int | float | Tensor | None = None,
+) -> Tensor:
+    """Clip corner boxes to the image: x to ``[0, W]``, y to ``[0, H]``.
+
+    Args:
+        x (Tensor[B, N, 4]): corner boxes (any leading dims).
+        img (Tensor[B, C, H, W]): the images; only their size is read (symbolically, so
+            the bounds follow dynamic H and W under ``torch.export``).
+        height, width (int | float | Tensor[B]): the bounds instead of ``img``; a tensor
+            gives one bound per image.
+
+    Returns:
+        Tensor[B, N, 4]: clipped boxes, dtype of ``x``.
+
+    Example:
+        >>> import torch
+        >>> boxes = torch.tensor([[[-5.0, 2.0, 70.0, 50.0]]])
+        >>> clip_to_image(boxes, torch.zeros(1, 3, 48, 64))
+        tensor([[[ 0.,  2., 64., 48.]]])
+        >>> clip_to_image(boxes, height=40, width=60)
+        tensor([[[ 0.,  2., 60., 40.]]])
+    """
+    x = _checks.check_boxes("x", x, range(1, 8), "(..., 4)")
+    if img is not None:
+        if height is not None or width is not None:
+            raise ValueError("give either img or height and width, not both")
+        img = _checks.check_tensor("img", img)
+        _checks.check_rank("img", img, (3, 4), "(B, C, H, W)")
+        h_max: int | float | Tensor = img.shape[-2]
+        w_max: int | float | Tensor = img.shape[-1]
+    else:
+        if height is None or width is None:
+            raise ValueError("clip_to_image needs img, or both height and width")
+        h_max, w_max = (_bound(name, v, x) for name, v in (("height", height), ("width", width)))
+    xmin, ymin, xmax, ymax = x.unbind(-1)
+    return torch.stack(
+        [xmin.clamp(0, w_max), ymin.clamp(0, h_max), xmax.clamp(0, w_max), ymax.clamp(0, h_max)], dim=-1
+    )
+
+
+def _bound(name: str, value: object, x: Tensor) -> int | float | Tensor:
+    """A clip bound: a Python number, or a tensor with one value per image of ``x``."""
+    if isinstance(value, Tensor):
+        if value.dim() == 0:
+            return value.to(x.dtype)
+        if value.dim() != 1 or x.dim() < 2 or value.shape[0] not in (1, x.shape[0]):
+            raise ValueError(
+                f"{name} must be a number or a tensor of shape (B,) matching x {_checks.shape_str(x)}, "
+                f"got shape {_checks.shape_str(value)}"
+            )
+        return value.to(x.dtype).reshape((-1,) + (1,) * (x.dim() - 2))
+    return _checks.check_number(name, value, low=0)
+
+
+class BBoxCornerToCenter(nn.Module):
+    """Convert corner boxes to center boxes (see :func:`corner_to_center`).
+
+    Example:
+        >>> import torch
+        >>> BBoxCornerToCenter()(torch.tensor([[[0.0, 0.0, 4.0, 2.0]]]))
+        tensor([[[2., 1., 4., 2.]]])
+    """
+
+    def __init__(self, axis: int = -1, split: bool = False) -> None:
+        super().__init__()
+        self.axis = axis
+        self.split = split
+
+    def forward(self, x: Tensor) -> Tensor | Boxes4:
+        return corner_to_center(x, axis=self.axis, split=self.split)
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}, split={self.split}"
+
+
+class BBoxCenterToCorner(nn.Module):
+    """Convert center boxes to corner boxes (see :func:`center_to_corner`).
+
+    Example:
+        >>> import torch
+        >>> BBoxCenterToCorner()(torch.tensor([[[2.0, 1.0, 4.0, 2.0]]]))
+        tensor([[[0., 0., 4., 2.]]])
+    """
+
+    def __init__(self, axis: int = -1, split: bool = False) -> None:
+        super().__init__()
+        self.axis = axis
+        self.split = split
+
+    def forward(self, x: Tensor) -> Tensor | Boxes4:
+        return center_to_corner(x, axis=self.axis, split=self.split)
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}, split={self.split}"
+
+
+class BBoxSplit(nn.Module):
+    """Split boxes into their four coordinates (see :func:`bbox_split`).
+
+    Example:
+        >>> import torch
+        >>> BBoxSplit(axis=-1, squeeze_axis=True)(torch.tensor([[0.0, 1.0, 2.0, 3.0]]))
+        (tensor([0.]), tensor([1.]), tensor([2.]), tensor([3.]))
+    """
+
+    def __init__(self, axis: int, squeeze_axis: bool = False) -> None:
+        super().__init__()
+        self.axis = axis
+        self.squeeze_axis = squeeze_axis
+
+    def forward(self, x: Tensor) -> Boxes4:
+        return bbox_split(x, axis=self.axis, squeeze_axis=self.squeeze_axis)
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}, squeeze_axis={self.squeeze_axis}"
+
+
+class BBoxArea(nn.Module):
+    """Area of boxes, ``(B, N, 4) -> (B, N, 1)`` (see :func:`box_area`).
+
+    Example:
+        >>> import torch
+        >>> BBoxArea(fmt="center")(torch.tensor([[[5.0, 5.0, 4.0, 2.0]]]))
+        tensor([[[8.]]])
+    """
+
+    def __init__(self, axis: int = -1, fmt: str = "corner") -> None:
+        super().__init__()
+        self.axis = axis
+        self.fmt = _checks.parse_fmt(fmt)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return box_area(x, axis=self.axis, fmt=self.fmt)
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}, fmt={self.fmt!r}"
+
+
+class BBoxBatchIOU(nn.Module):
+    """Batched IoU, ``a (B, N, 4), b (B, M, 4) -> (B, N, M)`` (see :func:`box_iou`).
+
+    ``axis`` is the coordinate axis of both inputs (moved last before the computation).
+
+    Example:
+        >>> import torch
+        >>> iou = BBoxBatchIOU(offset=1)
+        >>> iou(torch.tensor([[[0.0, 0.0, 1.0, 1.0]]]), torch.tensor([[[1.0, 0.0, 2.0, 1.0]]]))
+        tensor([[[0.3333]]])
+    """
+
+    def __init__(self, axis: int = -1, fmt: str = "corner", offset: float = 0, eps: float = 1e-15) -> None:
+        super().__init__()
+        self.axis = axis
+        self.fmt = _checks.parse_fmt(fmt)
+        self.offset = _checks.check_number("offset", offset)
+        self.eps = _checks.check_number("eps", eps, low=0)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        if self.axis != -1:
+            a, dim_a = _check_box_axis("a", a, self.axis)
+            b, dim_b = _check_box_axis("b", b, self.axis)
+            if dim_a != a.dim() - 1 or dim_b != b.dim() - 1:
+                a, b = a.movedim(dim_a, -1), b.movedim(dim_b, -1)
+        return box_iou(a, b, fmt=self.fmt, offset=self.offset, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}, fmt={self.fmt!r}, offset={self.offset}, eps={self.eps}"
+
+
+class BBoxClipToImage(nn.Module):
+    """Clip corner boxes to ``[0, W] x [0, H]`` of ``img (B, C, H, W)`` (see :func:`clip_to_image`).
+
+    Example:
+        >>> import torch
+        >>> BBoxClipToImage()(torch.tensor([[[-1.0, 2.0, 9.0, 9.0]]]), torch.zeros(1, 3, 6, 8))
+        tensor([[[0., 2., 8., 6.]]])
+    """
+
+    def forward(self, x: Tensor, img: Tensor) -> Tensor:
+        return clip_to_image(x, img)
