@@ -161,31 +161,34 @@ class NaiveSampler(nn.Module):
 
 
 # ----------------------------------------------------------------------------- OHEM
-def _hardest_first(hardness: Tensor, eligible: Tensor) -> Tensor:
-    """Per row, the eligible anchors by decreasing hardness (ties by increasing anchor index),
-    then the rest.
+def _hardest_first(log_p_bg: Tensor, eligible: Tensor) -> Tensor:
+    """Per row, the eligible anchors hardest first, then the rest.
+
+    Hardest first means by increasing background log-probability (decreasing hardness
+    ``-log_p_bg``), ties by increasing anchor index.
 
     Args:
-        hardness (Tensor[B, N]): float32 or float64, ``>= 0``.
+        log_p_bg (Tensor[B, N]): float32 or float64 background log-probabilities, ``<= 0``.
         eligible (Tensor[B, N]): bool.
 
     Returns:
         Tensor[B * N] int64 flat indices into ``(B, N)``: row b's anchors occupy positions
         ``b * N .. b * N + N - 1``, in the order above.
     """
-    B, N = hardness.shape
-    if hardness.dtype == torch.float32:
-        # One stable 1-D sort of an int64 key (row << 32 | 2^31 - 1 - hardness bits) is several
-        # times faster on CPU than a stable row-wise float sort (radix sort of integers). Floats
-        # >= 0 order like their bit patterns; clamping the bits at 0 turns -0.0 into +0.0.
-        # Ineligible anchors get 2^31, after every eligible one of their row.
-        bits = hardness.view(torch.int32).clamp_min(0).to(torch.int64)
-        rank_key = torch.where(eligible, 2**31 - 1 - bits, 2**31)  # (B, N) in [0, 2^31]
-        rows = torch.arange(B, device=hardness.device, dtype=torch.int64)[:, None] << 32
-        return torch.sort((rank_key + rows).flatten(), stable=True).indices
-    masked = hardness.masked_fill(~eligible, -math.inf)
-    order = torch.sort(masked, dim=1, descending=True, stable=True).indices  # (B, N)
-    rows = torch.arange(B, device=hardness.device, dtype=torch.int64)[:, None] * N
+    B, N = log_p_bg.shape
+    if log_p_bg.dtype == torch.float32:
+        # One stable 1-D sort of an int64 key (row << 32 | rank) is several times faster on CPU
+        # than a stable row-wise float sort (integers are radix-sorted). A float <= 0 is its
+        # magnitude with the sign bit set, and the magnitude is the hardness; magnitudes order
+        # like their bit patterns, so rank = ~bits with the sign bit cleared = 2^31 - 1 - bits of
+        # the hardness (+0.0 and -0.0 both get 2^31 - 1). Ineligible anchors get 2^31, last.
+        rank = (~log_p_bg.view(torch.int32) & 0x7FFFFFFF).to(torch.int64)  # (B, N) in [0, 2^31)
+        rows = torch.arange(B, device=log_p_bg.device, dtype=torch.int64)[:, None] << 32  # (B, 1)
+        key = torch.where(eligible, rank + rows, rows + 2**31)  # (B, N)
+        return torch.sort(key.flatten(), stable=True).indices
+    masked = log_p_bg.masked_fill(~eligible, math.inf)
+    order = torch.sort(masked, dim=1, stable=True).indices  # (B, N)
+    rows = torch.arange(B, device=log_p_bg.device, dtype=torch.int64)[:, None] * N
     return (order + rows).flatten()
 
 
@@ -248,8 +251,8 @@ def ohem_sample(
     wanted = (num_pos.to(torch.float32) * ratio).clamp(min=min_samples, max=N).floor()
     num_neg = torch.minimum(wanted.to(torch.int64), num_eligible)  # (B,)
 
-    hardness = -torch.log_softmax(logits.detach(), -1, dtype=_compute_dtype(logits))[..., 0]  # (B, N)
-    order = _hardest_first(hardness, eligible)  # (B * N,)
+    log_p_bg = torch.log_softmax(logits.detach(), -1, dtype=_compute_dtype(logits))[..., 0]  # (B, N)
+    order = _hardest_first(log_p_bg, eligible)  # (B * N,)
     take = torch.arange(N, device=matches.device) < num_neg[:, None]  # (B, N), in sorted order
     negative = torch.zeros_like(eligible).flatten().scatter_(0, order, take.flatten()).view(B, N)
     return _to_samples(positive, negative)
@@ -500,7 +503,11 @@ def quota_sample(
     )
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    keys = torch.rand(matches.shape, generator=generator, device=matches.device)  # (B, N)
+    # (B, N) priorities; the generator-less call is the one torch.export traces with symbolic sizes.
+    if generator is None:
+        keys = torch.rand(matches.shape, device=matches.device)
+    else:
+        keys = torch.rand(matches.shape, generator=generator, device=matches.device)
     return QuotaSamplerOp(matches, ious, keys, **p)
 
 
