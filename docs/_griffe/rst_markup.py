@@ -12,6 +12,8 @@ documentation, into what mkdocstrings renders well:
 * roles such as ``:func:`box_iou``` or ``:data:`~detblocks.conventions.NO_MATCH```
   become cross-references when the target is a documented detblocks object,
   and inline code otherwise;
+* a paragraph ending in ``::`` loses one colon (its indented block is already
+  Markdown code);
 * simple tables (``====  ====`` borders) become Markdown tables, footnote
   references ``[1]_`` become superscripts, ``.. [1] text`` lines become notes.
 
@@ -57,6 +59,7 @@ def convert(text: str, obj: griffe.Object, pkg: griffe.Module) -> str:
     lines = _returns_types(lines)
     lines = _tables(lines)
     lines = _footnotes(lines)
+    lines = _literal_markers(lines)
     out = "\n".join(lines)
     return _ROLE.sub(lambda m: _role(m, obj, pkg), out)
 
@@ -189,6 +192,16 @@ def _rows(lines: list[str], spans: list[tuple[int, int]]) -> list[list[str]]:
         else:
             rows.append(cells)
     return rows
+
+
+def _literal_markers(lines: list[str]) -> list[str]:
+    """``text::`` before an indented block: the block is already Markdown code, drop one colon."""
+    out = list(lines)
+    for k, line in enumerate(lines[:-2]):
+        if line.rstrip().endswith("::") and not lines[k + 1].strip():
+            stripped = line.rstrip()[:-1]
+            out[k] = stripped if stripped.strip() != ":" else ""
+    return out
 
 
 def _footnotes(lines: list[str]) -> list[str]:
