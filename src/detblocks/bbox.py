@@ -308,8 +308,15 @@ def clip_to_image(
         h_max, w_max = (_bound(name, v, x) for name, v in (("height", height), ("width", width)))
     xmin, ymin, xmax, ymax = x.unbind(-1)
     return torch.stack(
-        [xmin.clamp(0, w_max), ymin.clamp(0, h_max), xmax.clamp(0, w_max), ymax.clamp(0, h_max)], dim=-1
+        [_clip(xmin, w_max), _clip(ymin, h_max), _clip(xmax, w_max), _clip(ymax, h_max)], dim=-1
     )
+
+
+def _clip(v: Tensor, high: int | float | Tensor) -> Tensor:
+    """``min(max(v, 0), high)``; ``high`` a number (possibly symbolic) or a broadcastable tensor."""
+    if isinstance(high, Tensor):
+        return v.clamp(min=0).minimum(high)
+    return v.clamp(0, high)
 
 
 def _bound(name: str, value: object, x: Tensor) -> int | float | Tensor:

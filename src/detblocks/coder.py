@@ -425,7 +425,7 @@ def decode_class(x: Tensor, thresh: float = 0.01, axis: int = -1) -> tuple[Tenso
     x = _class_last(x, axis)
     thresh = _checks.check_number("thresh", thresh)
     scores, cls_id = x[..., 1:].max(dim=-1)  # (B, N)
-    keep = scores > thresh
+    keep = _above(scores, thresh)
     return torch.where(keep, cls_id, NO_MATCH), torch.where(keep, scores, 0.0)
 
 
@@ -449,9 +449,14 @@ def decode_per_class(x: Tensor, thresh: float = 0.01, axis: int = -1) -> tuple[T
     x = _class_last(x, axis)
     thresh = _checks.check_number("thresh", thresh)
     scores = x[..., 1:]  # (B, N, C - 1)
-    keep = scores > thresh
+    keep = _above(scores, thresh)
     classes = torch.arange(scores.shape[-1], device=x.device)  # (C - 1,)
     return torch.where(keep, classes, NO_MATCH), torch.where(keep, scores, 0.0)
+
+
+def _above(scores: Tensor, thresh: float) -> Tensor:
+    """``scores > thresh``; half dtypes compare in float32, where ``thresh`` is not rounded to 16 bits."""
+    return (scores.float() if scores.dtype in _HALF_DTYPES else scores) > thresh
 
 
 def _check_integral(name: str, value: object) -> int:
