@@ -20,7 +20,9 @@ operator is a pure function of its inputs.
 
 The best overlap of an anchor is ``max(0, max_m ious[b, n, m])``: overlaps are
 IoUs, never negative, and an image without references (``M = 0``, or only
-padded rows whose IoU is 0) has best overlap 0 everywhere.
+padded rows whose IoU is 0) has best overlap 0 everywhere. Overlaps are compared
+with the thresholds in float32 (float64 for float64 input), as GluonCV's float32
+arithmetic did; float16/bfloat16 inputs are upcast for it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch import Tensor, nn
 
 from detblocks._checks import (
     check_batch,
+    check_dim,
     check_float,
     check_in_range,
     check_index,
@@ -102,19 +105,14 @@ def _check_matches_ious(matches: object, ious: object, values: bool = True) -> t
     ious = check_float("ious", ious)
     check_rank("ious", ious, (3, 2), "(B, N, M) or (B, N)")
     check_batch(("matches", matches), ("ious", ious))
-    if ious.shape[1] != matches.shape[1]:
-        raise ValueError(
-            f"ious must have N = {matches.shape[1]} anchors (from matches {shape_str(matches)}), "
-            f"got shape {shape_str(ious)}"
-        )
+    check_dim("ious", ious, 1, matches.shape[1], "N", "matches")
     if values and ious.dim() == 3:
         check_in_range("matches", matches, -1, ious.shape[2], "-1 or an index into the M references of ious")
     return matches, ious
 
 
 def _check_ratio(name: str, value: object) -> float:
-    value = float(check_number(name, value, low=0.0, high=1.0))
-    return value
+    return float(check_number(name, value, low=0.0, high=1.0))
 
 
 def _check_threshold(name: str, value: object) -> float:
@@ -236,10 +234,9 @@ def ohem_sample(
     check_rank("logits", logits, 3, "(B, N, C)")
     check_batch(("matches", matches), ("logits", logits))
     B, N = matches.shape
-    if logits.shape[1] != N or logits.shape[2] < 1:
-        raise ValueError(
-            f"logits must be (B, N, C) with N = {N} (from matches) and C >= 1, got shape {shape_str(logits)}"
-        )
+    check_dim("logits", logits, 1, N, "N", "matches")
+    if logits.shape[2] < 1:
+        raise ValueError(f"logits must have C >= 1 classes, got shape {shape_str(logits)}")
     ratio, min_samples, thresh = _check_ohem_params(ratio, min_samples, thresh)
 
     positive = matches >= 0  # (B, N)
@@ -334,10 +331,9 @@ def _check_quota_inputs(
 ) -> tuple[Tensor, Tensor, Tensor]:
     matches, ious = _check_matches_ious(matches, ious, values)
     keys = check_float("keys", keys)
-    if keys.shape != matches.shape:
-        raise ValueError(
-            f"keys must be (B, N) = {shape_str(matches)} like matches, got shape {shape_str(keys)}"
-        )
+    check_rank("keys", keys, 2, "(B, N)")
+    check_batch(("matches", matches), ("keys", keys))
+    check_dim("keys", keys, 1, matches.shape[1], "N", "matches")
     return matches, ious, keys
 
 
@@ -354,7 +350,7 @@ def _random_subset(keys: Tensor, candidate: Tensor, quota: int | Tensor, bound: 
         Tensor[B, N] bool.
     """
     k = min(bound, keys.shape[1])
-    smallest = keys.masked_fill(~candidate, math.inf).topk(k, dim=1, largest=False, sorted=True).indices
+    smallest = torch.where(candidate, keys, math.inf).topk(k, dim=1, largest=False, sorted=True).indices
     rank = torch.arange(k, device=keys.device)  # (k,)
     keep = candidate.gather(1, smallest) & (rank < quota)  # (B, k)
     return torch.zeros_like(candidate).scatter_(1, smallest, keep)
