@@ -15,7 +15,7 @@ Every sampler is a plain function (:func:`naive_sample`, :func:`ohem_sample`,
 :func:`quota_sample`) wrapped by a module of GluonCV's name (:class:`NaiveSampler`,
 :class:`OHEMSampler`, :class:`QuotaSampler`). The random part of the quota
 sampler lives outside a registered custom operator, ``detblocks::quota_sample``
-(:data:`QuotaSamplerOp`, described by :class:`QuotaSamplerProp`), so the
+(:func:`QuotaSamplerOp`, described by :class:`QuotaSamplerProp`), so the
 operator is a pure function of its inputs.
 
 The best overlap of an anchor is ``max(0, max_m ious[b, n, m])``: overlaps are
@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -356,7 +357,19 @@ def _random_subset(keys: Tensor, candidate: Tensor, quota: int | Tensor, bound: 
     return torch.zeros_like(candidate).scatter_(1, smallest, keep)
 
 
-def _quota_sample_impl(
+def _operator(qualname: str) -> Callable[[Callable[..., Tensor]], Any]:
+    """``torch.library.custom_op(qualname, mutates_args=())`` that keeps the function's docstring."""
+
+    def register(fn: Callable[..., Tensor]) -> Any:
+        op = torch.library.custom_op(qualname, mutates_args=())(fn)
+        op.__doc__ = fn.__doc__
+        return op
+
+    return register
+
+
+@_operator("detblocks::quota_sample")
+def QuotaSamplerOp(
     matches: Tensor,
     ious: Tensor,
     keys: Tensor,
@@ -368,6 +381,38 @@ def _quota_sample_impl(
     neg_ratio: float,
     fill_negative: bool,
 ) -> Tensor:
+    """The registered operator ``detblocks::quota_sample`` (``torch.ops.detblocks.quota_sample``).
+
+    The quota selection of :func:`quota_sample` as a pure function: the random
+    priorities are an input, and per image, among the candidates of each kind, those
+    with the smallest keys are kept (ties in an unspecified but fixed order). It has a
+    fake implementation for shape inference, so it runs under ``torch.compile``,
+    ``torch.export`` and ``torch.library.opcheck``, and no gradient (its output is
+    integer). :class:`QuotaSamplerProp` describes it.
+
+    Args:
+        matches (Tensor[B, N]): matched reference index per anchor, ``-1`` for none.
+        ious (Tensor[B, N, M] or Tensor[B, N]): IoU with every reference, or the best IoU.
+        keys (Tensor[B, N]): floating random priorities, e.g. ``torch.rand(B, N)``.
+        num_sample (int): samples per image.
+        pos_thresh (float): best IoU making an anchor a positive candidate.
+        neg_thresh_high (float): negatives have best IoU below this ...
+        neg_thresh_low (float): ... and at least this.
+        pos_ratio (float): share of positives.
+        neg_ratio (float): share of negatives (a number here, not ``None``).
+        fill_negative (bool): let negatives fill the places positives leave.
+
+    Returns:
+        Tensor[B, N] int64: ``+1`` positive, ``-1`` negative, ``0`` ignored.
+
+    Example:
+        >>> import torch
+        >>> matches = torch.tensor([[0, 1, -1, -1, -1, -1]])
+        >>> ious = torch.tensor([[0.8, 0.6, 0.1, 0.0, 0.2, 0.4]])
+        >>> keys = torch.tensor([[0.5, 0.1, 0.9, 0.3, 0.2, 0.0]])
+        >>> QuotaSamplerOp(matches, ious, keys, 4, 0.7, 0.3, 0.0, 0.25, 0.5, False)
+        tensor([[ 0,  1,  0, -1, -1,  0]])
+    """
     matches, ious, keys = _check_quota_inputs(matches, ious, keys)
     p = _quota_params(
         num_sample, pos_thresh, neg_thresh_high, neg_thresh_low, pos_ratio, neg_ratio, fill_negative
@@ -391,33 +436,6 @@ def _quota_sample_impl(
     else:
         negative = _random_subset(keys, neg_cand, max_neg, bound=max_neg)
     return _to_samples(positive, negative)
-
-
-QuotaSamplerOp = torch.library.custom_op("detblocks::quota_sample", mutates_args=())(_quota_sample_impl)
-QuotaSamplerOp.__doc__ = """The registered operator ``detblocks::quota_sample``.
-
-Also reachable as ``torch.ops.detblocks.quota_sample``.
-
-``QuotaSamplerOp(matches, ious, keys, num_sample, pos_thresh, neg_thresh_high,
-neg_thresh_low, pos_ratio, neg_ratio, fill_negative) -> Tensor[B, N]`` int64:
-``+1`` positive, ``-1`` negative, ``0`` ignored. The quota selection of
-:func:`quota_sample` as a pure function: the random priorities ``keys``
-(Tensor[B, N], floating, e.g. ``torch.rand``) are an input, and among the
-candidates of a kind the ones with the smallest keys are kept (ties in an
-unspecified but fixed order). ``matches`` is Tensor[B, N] of integers and ``ious``
-Tensor[B, N, M] or the best IoU Tensor[B, N]; every hyper-parameter is given
-(``neg_ratio`` as a number). It has a fake implementation for shape inference,
-so it runs under ``torch.compile``, ``torch.export`` and ``torch.library.opcheck``,
-and no gradient (its output is integer).
-
-Example:
-    >>> import torch
-    >>> matches = torch.tensor([[0, 1, -1, -1, -1, -1]])
-    >>> ious = torch.tensor([[0.8, 0.6, 0.1, 0.0, 0.2, 0.4]])
-    >>> keys = torch.tensor([[0.5, 0.1, 0.9, 0.3, 0.2, 0.0]])
-    >>> QuotaSamplerOp(matches, ious, keys, 4, 0.7, 0.3, 0.0, 0.25, 0.5, False)
-    tensor([[ 0,  1,  0, -1, -1,  0]])
-"""
 
 
 @QuotaSamplerOp.register_fake
@@ -465,7 +483,7 @@ def quota_sample(
 
     The choice draws ``torch.rand(B, N)`` priorities on the input's device, from
     ``generator`` or else torch's default generator (so ``torch.manual_seed`` reproduces
-    it), and hands them to :data:`QuotaSamplerOp`, which keeps the candidates with the
+    it), and hands them to :func:`QuotaSamplerOp`, which keeps the candidates with the
     smallest priorities.
 
     Args:
@@ -558,7 +576,7 @@ class QuotaSampler(nn.Module):
 
 
 class QuotaSamplerProp:
-    """Properties of the operator :data:`QuotaSamplerOp` (``detblocks::quota_sample``).
+    """Properties of the operator :func:`QuotaSamplerOp` (``detblocks::quota_sample``).
 
     The counterpart of GluonCV's ``QuotaSamplerProp`` (an MXNet ``CustomOpProp``): it holds
     the hyper-parameters (same names and defaults as GluonCV's), names the operator's
@@ -628,7 +646,7 @@ class QuotaSamplerProp:
         return list(in_type), [torch.int64], []
 
     def create_operator(self) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-        """:data:`QuotaSamplerOp` with these hyper-parameters bound: ``op(matches, ious, keys)``."""
+        """:func:`QuotaSamplerOp` with these hyper-parameters bound: ``op(matches, ious, keys)``."""
         return functools.partial(QuotaSamplerOp, **self.params)
 
 
