@@ -653,6 +653,16 @@ def test_ohem_sampler_exports_with_dynamic_batch_and_anchors():
         assert torch.equal(ep.module()(*inputs), sampler(*inputs))
 
 
+def test_naive_sampler_compiles_and_exports():
+    sampler = NaiveSampler()
+    matches = _matches(torch.Generator().manual_seed(0), 3, 40, 4, 0.3)
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(sampler, fullgraph=True)(matches), sampler(matches))
+    ep = export(sampler, (matches,), dynamic_shapes=({0: Dim("B"), 1: Dim("N")},))
+    other = _matches(torch.Generator().manual_seed(1), 5, 17, 4, 0.3)
+    assert torch.equal(ep.module()(other), sampler(other))
+
+
 def test_quota_op_compiles_fullgraph_and_equals_eager():
     """Priorities drawn outside: the compiled operator is a pure function, equal to eager."""
     torch._dynamo.reset()
