@@ -49,8 +49,11 @@ def build_parser(prog: str = "detblocks demo") -> argparse.ArgumentParser:
         "--image-size", type=int, default=d.image_size,
         help="side of the square network input in pixels; sets the default boxes (default %(default)s)",
     )  # fmt: skip
-    g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of SGD (default %(default)s)")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="(default %(default)s)")
+    g.add_argument("--lr", type=float, default=d.lr, help="peak learning rate of AdamW (default %(default)s)")
+    g.add_argument(
+        "--weight-decay", type=float, default=d.weight_decay,
+        help="AdamW weight decay of conv and linear weights (default %(default)s)",
+    )  # fmt: skip
     g.add_argument(
         "--warmup", type=int, default=d.warmup, help="linear warm-up iterations (default %(default)s)"
     )

@@ -30,6 +30,11 @@ __all__ = ["BACKBONES", "Backbone", "SSD", "SSDInference", "batched_nms", "ssd_a
 #: Scale of the box regression targets (GluonCV's SSD value), shared by encoder and decoder.
 BOX_STDS: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
 
+# Running-statistics momentum of every BatchNorm. torchvision's MobileNetV3 uses 0.01 (made for
+# long ImageNet schedules); over a few hundred iterations from scratch its running statistics
+# lag far behind the weights and evaluation-mode outputs are garbage.
+BN_MOMENTUM = 0.1
+
 # ImageNet statistics: the usual input normalisation of torchvision backbones.
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
@@ -55,12 +60,12 @@ BACKBONES: dict[str, Backbone] = {
     "mobilenet_v3_small": Backbone(
         build=lambda: torchvision.models.mobilenet_v3_small(weights=None),
         outputs=("features.3", "features.8"),
-        num_filters=(128, 128, 128),
+        num_filters=(128, 128),
     ),
     "resnet18": Backbone(
         build=lambda: torchvision.models.resnet18(weights=None),
         outputs=("layer2", "layer3"),
-        num_filters=(256, 128, 128),
+        num_filters=(256, 128),
     ),
 }
 
@@ -133,7 +138,7 @@ class SSD(nn.Module):
         num_classes: int,
         image_size: int,
         backbone: str = "mobilenet_v3_small",
-        sizes: Sequence[float] = (0.06, 0.13, 0.26, 0.45, 0.7, 0.95),
+        sizes: Sequence[float] = (0.06, 0.13, 0.26, 0.45, 0.65, 0.9),
         ratios: Sequence[float] = (1.0, 2.0, 0.5),
     ) -> None:
         super().__init__()
@@ -147,6 +152,9 @@ class SSD(nn.Module):
         self.features = FeatureExpander(
             network=spec.build(), outputs=list(spec.outputs), num_filters=list(spec.num_filters)
         )
+        for m in self.features.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = BN_MOMENTUM
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
         with torch.no_grad():  # one dry run for the map sizes and channels

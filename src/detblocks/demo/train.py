@@ -32,6 +32,8 @@ from .targets import SSDTargets, ssd_loss
 __all__ = ["DemoConfig", "DemoResult", "run_demo", "build_datasets", "CHECKPOINT_NAME"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# Gradient norm cap: the loss of a randomly initialised detector can spike early on.
+GRAD_CLIP = 10.0
 ONNX_NAME = "detector.onnx"
 
 
@@ -53,8 +55,8 @@ class DemoConfig:
     train_size: int = 4000
     val_size: int = 500
     iters: int | None = None
-    lr: float = 0.08
-    weight_decay: float = 4e-5
+    lr: float = 3e-3
+    weight_decay: float = 0.05
     warmup: int = 100
     backbone: str = "mobilenet_v3_small"
     resume: str | None = None
@@ -199,11 +201,9 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     targets = SSDTargets().to(device)
     params_bn = [p for n, p in model.named_parameters() if p.ndim <= 1]
     params_w = [p for n, p in model.named_parameters() if p.ndim > 1]
-    optimizer = torch.optim.SGD(
+    optimizer = torch.optim.AdamW(
         [{"params": params_w, "weight_decay": cfg.weight_decay}, {"params": params_bn, "weight_decay": 0.0}],
         lr=cfg.lr,
-        momentum=0.9,
-        nesterov=True,
     )
     per_rank_batch = cfg.batch_size // world
     sampler = (
@@ -295,6 +295,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             loss = cls_loss + box_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
             optimizer.step()
             scheduler.step()
             t4 = time.perf_counter()
@@ -325,6 +326,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             t_data = time.perf_counter()
         bar.close()
         history["epoch_iters"].append(len(history["loss"]))
+        if world > 1:
+            _average_buffers(model, world)
 
         if rank == 0:
             t_eval = time.perf_counter()
@@ -400,6 +403,15 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     if world > 1:
         dist.barrier()
     return result
+
+
+def _average_buffers(model: nn.Module, world: int) -> None:
+    """Average BatchNorm running statistics over the ranks (DDP keeps parameters in step,
+    but each rank's last forward updates its buffers with its own batch)."""
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+            buf.div_(world)
 
 
 def _timing_table(timing: dict[str, float], iters: int, batch_size: int) -> str:
