@@ -19,7 +19,7 @@ from detblocks import bench
 # Tiny versions of the four workloads: same layouts, a few milliseconds each.
 TINY = {
     "ssd_targets": replace(bench.FULL_SIZES["ssd_targets"], batch=2),
-    "rpn_targets": replace(bench.FULL_SIZES["rpn_targets"], image=(320, 480)),
+    "rpn_targets": replace(bench.FULL_SIZES["rpn_targets"], image=(160, 256)),
     "ssd_decode": replace(bench.FULL_SIZES["ssd_decode"], batch=2),
     "iou": replace(bench.FULL_SIZES["iou"], batch=2, anchors=500, refs=20),
 }
@@ -51,7 +51,7 @@ def test_inputs_are_seeded_and_padded_gluoncv_style():
 def test_bench_runs_and_both_libraries_do_the_same_work(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "QUICK_SIZES", TINY)
     png, raw = tmp_path / "sweep.png", tmp_path / "results.json"
-    args = ["--quick", "--no-memory", "--sweep-n", "500,2000", "--sweep-m", "1,8"]
+    args = ["--quick", "--warmup", "0", "--no-memory", "--sweep-n", "500,2000", "--sweep-m", "1,8"]
     results = bench.main([*args, "--out", str(png), "--json", str(raw)])
     out = capsys.readouterr().out
 

@@ -999,8 +999,7 @@ def plot_sweep(cells: Sequence[SweepCell], path: Path) -> None:
             [lo, big.pairs], [big.total_ms * lo / big.pairs, big.total_ms], "k--", lw=0.8, label="linear"
         )
     ax0.set(xscale="log", yscale="log", xlabel="N x M pairs", ylabel="ms per call (IoU + matchers)")
-    ax1.set(xscale="log", xlabel="N x M pairs", ylabel="ms per million pairs")
-    ax1.set_ylim(bottom=0)
+    ax1.set(xscale="log", yscale="log", xlabel="N x M pairs", ylabel="ms per million pairs")
     ax0.set_title("BBoxBatchIOU + Bipartite/Maximum matcher, B=1")
     ax1.set_title("cost per pair (flat = linear in N x M)")
     for ax in (ax0, ax1):
