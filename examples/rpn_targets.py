@@ -46,6 +46,7 @@ def rpn_anchors(image_size: int = IMAGE_SIZE, stride: int = STRIDE) -> torch.Ten
 
 
 def main() -> dict[str, object]:
+    torch.manual_seed(0)  # for the random predictions below
     anchors = rpn_anchors()[None]  # (1, N, 4), shared by the batch
     pad = [-1.0, -1.0, -1.0, -1.0]
     gt_boxes = torch.tensor(  # (B, M, 4) pixels, padded with rows of -1
