@@ -7,8 +7,9 @@ documentation, into what mkdocstrings renders well:
 
 * an ``Example:`` section header becomes ``Examples:``, so that the doctest
   lines are rendered as highlighted Python instead of Markdown quotes;
-* an argument entry naming several parameters (``height, width (int): ...``)
-  becomes one entry per parameter with the shared description;
+* an argument or attribute entry naming several (``height, width (int): ...``)
+  becomes one entry per name with the shared description;
+* ``#:`` comments above a module constant become its docstring;
 * roles such as ``:func:`box_iou``` or ``:data:`~detblocks.conventions.NO_MATCH```
   become cross-references when the target is a documented detblocks object,
   and inline code otherwise;
@@ -23,13 +24,22 @@ The docstrings themselves are not modified on disk.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import griffe
 
 _ROLE = re.compile(r":(?:func|class|data|meth|mod|attr|obj|exc|const):`(~?)([^`<>]+?)`")
 _SECTION = re.compile(r"^(\s*)([A-Z][A-Za-z ]*):\s*$")
-_ARG_SECTIONS = {"Args", "Arguments", "Parameters", "Params", "Other Parameters", "Keyword Args"}
+_ARG_SECTIONS = {
+    "Args",
+    "Arguments",
+    "Parameters",
+    "Params",
+    "Other Parameters",
+    "Keyword Args",
+    "Attributes",
+}
 _MULTI_NAME = re.compile(r"^(\s*)((?:\*{0,2}\w+)(?:\s*,\s*\*{0,2}\w+)+)\s*(\(.*\))?\s*:(.*)$")
 _BORDER = re.compile(r"^(\s*)(=+)((?: +=+)+)\s*$")
 _FOOTNOTE_REF = re.compile(r"\s?\[(\d+)\]_")
@@ -41,8 +51,24 @@ class RstMarkup(griffe.Extension):
 
     def on_package(self, *, pkg: griffe.Module, **kwargs: Any) -> None:
         for obj in _walk(pkg):
+            if obj.docstring is None and obj.is_attribute:
+                _comment_docstring(obj)
             if obj.docstring is not None:
                 obj.docstring.value = convert(obj.docstring.value, obj, pkg)
+
+
+def _comment_docstring(attr: griffe.Object) -> None:
+    """Sphinx-style ``#:`` comments right above an attribute become its docstring."""
+    if attr.lineno is None or not isinstance(attr.filepath, Path):
+        return
+    lines = attr.filepath.read_text().splitlines()
+    doc: list[str] = []
+    k = attr.lineno - 2
+    while k >= 0 and lines[k].lstrip().startswith("#:"):
+        doc.insert(0, lines[k].lstrip()[2:].strip())
+        k -= 1
+    if doc:
+        attr.docstring = griffe.Docstring("\n".join(doc), lineno=k + 2, parent=attr)
 
 
 def _walk(obj: griffe.Object):
