@@ -638,7 +638,7 @@ def _ohem_inputs(seed, B, N, M=4, C=5):
 def test_ohem_sampler_compiles_fullgraph():
     torch._dynamo.reset()
     sampler = OHEMSampler(3, min_samples=2)
-    compiled = torch.compile(sampler, fullgraph=True)
+    compiled = torch.compile(sampler, fullgraph=True, dynamic=True)  # one compilation for both shapes
     for seed, (B, N) in enumerate([(3, 50), (2, 70)]):
         inputs = _ohem_inputs(seed, B, N)
         assert torch.equal(compiled(*inputs), sampler(*inputs))
@@ -685,7 +685,7 @@ def test_quota_sampler_compiles_fullgraph():
     matches, ious = _quota_inputs(B=2, N=300)
     sampler = QuotaSampler(32, 0.6, 0.3)
     torch._dynamo.reset()
-    compiled = torch.compile(sampler, fullgraph=True)
+    compiled = torch.compile(sampler, fullgraph=True, dynamic=True)
     torch.manual_seed(0)
     first = compiled(matches, ious)
     torch.manual_seed(0)

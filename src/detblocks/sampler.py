@@ -230,6 +230,14 @@ def ohem_sample(
         >>> ohem_sample(matches, logits, ious, ratio=2)  # anchor 4 is hardest but overlaps
         tensor([[ 1, -1,  0, -1,  0]])
     """
+    return _ohem(matches, logits, ious, *_check_ohem_params(ratio, min_samples, thresh))
+
+
+def _ohem(
+    matches: Tensor, logits: Tensor, ious: Tensor, ratio: float, min_samples: int, thresh: float
+) -> Tensor:
+    """:func:`ohem_sample` with hyper-parameters already checked (they may be symbolic under
+    ``torch.compile(dynamic=True)``)."""
     matches, ious = _check_matches_ious(matches, ious)
     logits = check_float("logits", logits)
     check_rank("logits", logits, 3, "(B, N, C)")
@@ -238,7 +246,6 @@ def ohem_sample(
     check_dim("logits", logits, 1, N, "N", "matches")
     if logits.shape[2] < 1:
         raise ValueError(f"logits must have C >= 1 classes, got shape {shape_str(logits)}")
-    ratio, min_samples, thresh = _check_ohem_params(ratio, min_samples, thresh)
 
     positive = matches >= 0  # (B, N)
     eligible = ~positive & (_best_overlap(ious) < thresh)  # (B, N)
@@ -290,7 +297,7 @@ class OHEMSampler(nn.Module):
         self.ratio, self.min_samples, self.thresh = _check_ohem_params(ratio, min_samples, thresh)
 
     def forward(self, matches: Tensor, logits: Tensor, ious: Tensor) -> Tensor:
-        return ohem_sample(matches, logits, ious, self.ratio, self.min_samples, self.thresh)
+        return _ohem(matches, logits, ious, self.ratio, self.min_samples, self.thresh)
 
     def extra_repr(self) -> str:
         return f"ratio={self.ratio}, min_samples={self.min_samples}, thresh={self.thresh}"
@@ -451,10 +458,8 @@ def _quota_sample_fake(
     neg_ratio: float,
     fill_negative: bool,
 ) -> Tensor:
+    # Shapes only: hyper-parameters may be symbolic while tracing; the real kernel checks them.
     matches, _, _ = _check_quota_inputs(matches, ious, keys, values=False)
-    _quota_params(
-        num_sample, pos_thresh, neg_thresh_high, neg_thresh_low, pos_ratio, neg_ratio, fill_negative
-    )
     return torch.empty_like(matches, dtype=torch.int64)
 
 
@@ -511,10 +516,15 @@ def quota_sample(
         >>> int((out == 1).sum()), int((out == -1).sum()), int(out[0, 6])  # anchor 6: in between
         (2, 2, 0)
     """
-    matches = check_index("matches", matches, 2, "(B, N)")  # the operator checks the rest
-    p = _quota_params(
+    params = _quota_params(
         num_sample, pos_thresh, neg_thresh_high, neg_thresh_low, pos_ratio, neg_ratio, fill_negative
     )
+    return _quota(matches, ious, params, generator)
+
+
+def _quota(matches: Tensor, ious: Tensor, params: dict, generator: torch.Generator | None) -> Tensor:
+    """:func:`quota_sample` with hyper-parameters already checked (``params`` from :func:`_quota_params`)."""
+    matches = check_index("matches", matches, 2, "(B, N)")  # the operator checks the rest
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     # (B, N) priorities; the generator-less call is the one torch.export traces with symbolic sizes.
@@ -522,7 +532,7 @@ def quota_sample(
         keys = torch.rand(matches.shape, device=matches.device)
     else:
         keys = torch.rand(matches.shape, generator=generator, device=matches.device)
-    return QuotaSamplerOp(matches, ious, keys, **p)
+    return QuotaSamplerOp(matches, ious, keys, **params)
 
 
 class QuotaSampler(nn.Module):
@@ -569,7 +579,7 @@ class QuotaSampler(nn.Module):
         )
 
     def forward(self, matches: Tensor, ious: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
-        return quota_sample(matches, ious, **self._params, generator=generator)
+        return _quota(matches, ious, self._params, generator)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self._params.items())
