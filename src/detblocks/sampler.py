@@ -489,7 +489,13 @@ def quota_sample(
     The choice draws ``torch.rand(B, N)`` priorities on the input's device, from
     ``generator`` or else torch's default generator (so ``torch.manual_seed`` reproduces
     it), and hands them to :func:`QuotaSamplerOp`, which keeps the candidates with the
-    smallest priorities.
+    smallest priorities. ``torch.export`` records the draw as ``aten.rand`` before the
+    operator, so the exported program draws from the default generator when it runs
+    (under the same seed it equals eager). ``torch.compile`` uses inductor's own random
+    numbers (reproducible under ``torch.manual_seed``; eager's exactly with
+    ``torch._inductor.config.fallback_random = True``). An explicit ``generator`` is for
+    eager use (Dynamo does not trace generators); a graph that must be a pure function
+    draws the priorities itself and calls :func:`QuotaSamplerOp`.
 
     Args:
         matches (Tensor[B, N]): matched reference index per anchor, ``-1`` for none.
