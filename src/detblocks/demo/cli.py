@@ -73,8 +73,10 @@ def build_parser(prog: str = "detblocks demo") -> argparse.ArgumentParser:
     )
     g.add_argument("--device", default=d.device, help="torch device, e.g. cpu or cuda (default %(default)s)")
     g.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads per process (default: torch's choice)"
-    )
+        "--threads", type=int, default=d.threads,
+        help="torch CPU threads per process (default %(default)s: on a small or shared CPU one thread "
+        "per process beats several that wait on each other; under torchrun, one process per core)",
+    )  # fmt: skip
     g.add_argument(
         "--resume", metavar="CHECKPOINT", default=None,
         help="continue training from a checkpoint written by an earlier run, up to --epochs",
@@ -129,7 +131,7 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         parser.error(f"--lr must be > 0, got {args.lr}")
     if not 0 < args.val_fraction < 1:
         parser.error(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
-    if args.threads is not None and args.threads < 1:
+    if args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     for flag in ("images", "val_data", "val_images"):
         if getattr(args, flag) is not None and args.data is None:

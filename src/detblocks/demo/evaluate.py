@@ -37,7 +37,7 @@ class CocoMetrics:
 
 @torch.no_grad()
 def predict(
-    inference: torch.nn.Module, dataset: Dataset, batch_size: int = 64, device: torch.device | str = "cpu"
+    inference: torch.nn.Module, dataset: Dataset, batch_size: int = 16, device: torch.device | str = "cpu"
 ) -> Detections:
     """Run ``inference`` (image batch in ``[0, 1]`` -> boxes, scores, classes) over ``dataset``."""
     was_training = inference.training

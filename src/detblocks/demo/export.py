@@ -120,7 +120,7 @@ def compare_detections(a: Detections, b: Detections) -> dict[str, int | float]:
     }
 
 
-def check_onnx(path: str | Path, dataset: Dataset, eager: Detections, batch_size: int = 64) -> dict:
+def check_onnx(path: str | Path, dataset: Dataset, eager: Detections, batch_size: int = 16) -> dict:
     """Run the ONNX file in onnxruntime over ``dataset`` and compare with the eager ``Detections``
     (:func:`compare_detections`)."""
     import numpy as np
