@@ -46,6 +46,9 @@ _MIN_SIZE = 1e-6
 # times its anchor is far beyond any image, and float32 stays finite for anchors up to 1e30.
 _MAX_EXP_DELTA = math.log(1e8)
 
+# The sample values as plain ints: IntEnum members do not trace as numbers under torch.compile.
+_POSITIVE, _NEGATIVE, _IGNORE = int(Sample.POSITIVE), int(Sample.NEGATIVE), int(Sample.IGNORE)
+
 _DEFAULT_STDS = (0.1, 0.1, 0.2, 0.2)
 _DEFAULT_MEANS = (0.0, 0.0, 0.0, 0.0)
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -85,8 +88,8 @@ def _check_samples_matches(samples: object, matches: object) -> tuple[Tensor, Te
     _checks.check_in_range(
         "samples",
         samples,
-        int(Sample.NEGATIVE),
-        int(Sample.POSITIVE) + 1,
+        _NEGATIVE,
+        _POSITIVE + 1,
         "1 positive, -1 negative, 0 ignore",
     )
     return samples, matches
@@ -166,7 +169,7 @@ def encode_boxes(
     if anchors.shape[0] not in (1, samples.shape[0]):
         _checks.check_batch(("samples", samples), ("anchors", anchors))
     _checks.check_dim("anchors", anchors, 1, samples.shape[1], "N", "samples")
-    positive = samples == Sample.POSITIVE  # (B, N)
+    positive = samples == _POSITIVE  # (B, N)
     _check_positive_matches(positive, matches, refs.shape[1])
 
     out_dtype = torch.promote_types(anchors.dtype, refs.dtype)
@@ -257,7 +260,8 @@ def encode_boxes_per_class(
     ``indices`` lists the positive anchors in ascending order, then the other anchors in
     ascending order, cut at ``K = min(max_pos, N)``. The targets at those anchors are the
     class-agnostic ones of :func:`encode_boxes`, repeated over the classes; masks keep only
-    the class of the matched reference (and only at positives).
+    the class of the matched reference (and only at positives). Under ``torch.export`` with
+    a dynamic N, declare ``N >= max_pos`` (the exported program checks it).
 
     Args:
         samples (Tensor[B, N]): 1 positive, -1 negative, 0 ignore.
@@ -300,7 +304,7 @@ def encode_boxes_per_class(
     _checks.check_dim("anchors", anchors, 1, samples.shape[1], "N", "samples")
 
     batch, n = samples.shape
-    positive = samples == Sample.POSITIVE  # (B, N)
+    positive = samples == _POSITIVE  # (B, N)
     ref_labels = _pick(labels[:, :, None], matches, fill=0)[..., 0]  # (B, N)
     if _checks.value_checks_enabled(ref_labels):
         _check_positive_matches(positive, matches, refs.shape[1])
@@ -311,8 +315,7 @@ def encode_boxes_per_class(
     # Unique keys, larger for positives and then for lower anchor indices: top-k keeps the order.
     order = torch.arange(n - 1, -1, -1, device=samples.device)  # (N,)
     keys = positive.to(torch.int64) * n + order  # (B, N)
-    k = torch.sym_min(max_pos, n)
-    indices = keys.topk(k, dim=1).indices  # (B, K)
+    indices = keys.topk(min(max_pos, n), dim=1).indices  # (B, K)
 
     picked_anchors = torch.gather(anchors.expand(batch, -1, -1), 1, indices[:, :, None].expand(-1, -1, 4))
     targets, masks = encode_boxes(
@@ -351,10 +354,10 @@ def encode_class(samples: Tensor, matches: Tensor, refs: Tensor, ignore_label: i
     refs = _checks.check_index("refs", refs, 2, "(B, M) class ids")
     ignore_label = _check_integral("ignore_label", ignore_label)
     _checks.check_batch(("samples", samples), ("refs", refs))
-    _check_positive_matches(samples == Sample.POSITIVE, matches, refs.shape[1])
+    _check_positive_matches(samples == _POSITIVE, matches, refs.shape[1])
     ids = _pick(refs[:, :, None], matches, fill=0)[..., 0] + 1  # (B, N), foreground shifted by one
-    targets = torch.where(samples == Sample.POSITIVE, ids, ignore_label)
-    return torch.where(samples == Sample.NEGATIVE, BACKGROUND, targets)
+    targets = torch.where(samples == _POSITIVE, ids, ignore_label)
+    return torch.where(samples == _NEGATIVE, BACKGROUND, targets)
 
 
 def encode_sigmoid_class(samples: Tensor, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
@@ -383,12 +386,12 @@ def encode_sigmoid_class(samples: Tensor, dtype: torch.dtype | None = None) -> t
     _checks.check_in_range(
         "samples",
         samples,
-        int(Sample.NEGATIVE),
-        int(Sample.POSITIVE) + 1,
+        _NEGATIVE,
+        _POSITIVE + 1,
         "1 positive, -1 negative, 0 ignore",
     )
-    ignored = samples == Sample.IGNORE
-    target = torch.where(ignored, -1.0, (samples == Sample.POSITIVE).to(dtype)).to(dtype)
+    ignored = samples == _IGNORE
+    target = torch.where(ignored, -1.0, (samples == _POSITIVE).to(dtype)).to(dtype)
     return target, (~ignored).to(dtype)
 
 
