@@ -223,6 +223,19 @@ def test_help_and_bad_flags(capsys):
     assert detblocks_main(["nonsense"]) == 2
 
 
+@pytest.mark.parametrize(
+    "kind, message", [("missing", "checkpoint not found"), ("foreign", "not a detblocks demo")]
+)
+def test_resume_from_bad_checkpoint_gives_clear_error(tmp_path, capsys, kind, message):
+    path = tmp_path / "ckpt.pt"
+    if kind == "foreign":
+        torch.save({"weights": torch.zeros(2)}, path)
+    args = [*TINY, "--epochs", "1", "--iters", "1", "--out", str(tmp_path / "run"), "--resume", str(path)]
+    assert demo_main([*args, "--no-export", "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and message in err, err
+
+
 # --------------------------------------------------------------------------- COCO json
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 
 from .data import DatasetError
-from .train import DemoConfig, run_demo
+from .train import CheckpointError, DemoConfig, run_demo
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
@@ -85,7 +85,8 @@ def build_parser(prog: str = "detblocks demo") -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument(
         "--data", metavar="ANNOTATIONS.json", default=None,
-        help="train on a COCO-format detection dataset instead of the synthetic shapes",
+        help="train on a COCO-format detection dataset (read by torchvision's CocoDetection) instead of "
+        "the synthetic shapes; images are resized to --image-size squares",
     )  # fmt: skip
     g.add_argument(
         "--images", metavar="DIR", default=None, help="image folder of --data (default: the json's folder)"
@@ -147,7 +148,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "detblocks demo") -> int
     cfg = config_from_args(args, parser)
     try:
         run_demo(cfg)
-    except (DatasetError, FileNotFoundError) as e:
+    except (DatasetError, CheckpointError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

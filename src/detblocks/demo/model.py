@@ -157,29 +157,25 @@ class SSD(nn.Module):
                 m.momentum = BN_MOMENTUM
         self.register_buffer("mean", torch.tensor(_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_STD).view(1, 3, 1, 1), persistent=False)
-        with torch.no_grad():  # one dry run for the map sizes and channels
-            was_training = self.features.training
-            self.features.eval()
-            maps = self.features(torch.zeros(1, 3, image_size, image_size))
-            self.features.train(was_training)
+        maps = self.features.output_shapes(image_size, image_size)  # [(1, C_k, H_k, W_k)], on meta
         n_maps = len(maps)
         if len(sizes) < n_maps + 1:
             raise ValueError(f"sizes needs {n_maps + 1} values for {n_maps} feature maps, got {len(sizes)}")
         a = _anchors_per_cell(ratios)
-        self.cls_heads = nn.ModuleList(
-            ConvPredictor(a * (num_classes + 1), in_channels=m.shape[1]) for m in maps
-        )
-        self.box_heads = nn.ModuleList(ConvPredictor(a * 4, in_channels=m.shape[1]) for m in maps)
-        feature_sizes = [(m.shape[2], m.shape[3]) for m in maps]
+        self.cls_heads = nn.ModuleList(ConvPredictor(a * (num_classes + 1), in_channels=m[1]) for m in maps)
+        self.box_heads = nn.ModuleList(ConvPredictor(a * 4, in_channels=m[1]) for m in maps)
+        feature_sizes = [(m[2], m[3]) for m in maps]
         self.feature_sizes = feature_sizes
         anchors = ssd_anchors(feature_sizes, list(sizes)[: n_maps + 1], [list(ratios)] * n_maps)
         self.register_buffer("anchors", anchors, persistent=False)
 
     @property
     def num_anchors(self) -> int:
+        """Number ``N`` of default boxes."""
         return self.anchors.shape[0]
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """images (Tensor[B, 3, S, S]) in ``[0, 1]`` -> (cls_logits, box_deltas), see the class docs."""
         x = (images - self.mean) / self.std
         maps = self.features(x)
         b = images.shape[0]

@@ -29,7 +29,15 @@ from .evaluate import CocoMetrics, Detections, coco_evaluate, coco_ground_truth,
 from .model import BACKBONES, SSD, SSDInference
 from .targets import SSDTargets, ssd_loss
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "build_datasets", "CHECKPOINT_NAME"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CheckpointError",
+    "DemoConfig",
+    "DemoResult",
+    "build_datasets",
+    "load_checkpoint",
+    "run_demo",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Images per inference call in evaluation: NMS runs over the whole batch at once (one group per
@@ -86,6 +94,7 @@ class DemoResult:
 
 
 def _log(cfg: DemoConfig, rank: int, msg: str) -> None:
+    """Print on rank 0 unless ``--quiet``."""
     if rank == 0 and not cfg.quiet:
         print(msg, flush=True)
 
@@ -153,17 +162,29 @@ def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
 
 
 def _checkpoint_meta(cfg: DemoConfig, classes: tuple[str, ...]) -> dict:
+    """What a checkpoint must agree on to be resumed by a run."""
     return {"image_size": cfg.image_size, "backbone": cfg.backbone, "classes": list(classes)}
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed: missing, unreadable, or from another configuration."""
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    """Read a demo checkpoint with ``weights_only=True`` (tensors and plain containers only)."""
+    """Read a demo checkpoint with ``weights_only=True`` (tensors and plain containers only).
+
+    Raises:
+        CheckpointError: the file is missing or is not a demo checkpoint.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "meta" not in ckpt:
-        raise ValueError(f"{path} is not a detblocks demo checkpoint")
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors come in many types
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from None
+    if not isinstance(ckpt, dict) or not {"model", "optimizer", "scheduler", "epoch", "meta"} <= ckpt.keys():
+        raise CheckpointError(f"{path} is not a detblocks demo checkpoint")
     return ckpt
 
 
@@ -172,7 +193,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
     """Train, evaluate and ship the SSD demo as configured by ``cfg``."""
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     rank, world = _init_distributed()
     torch.set_num_threads(cfg.threads)
     if cfg.batch_size % world != 0:
@@ -206,21 +227,13 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         lr=cfg.lr,
     )
     per_rank_batch = cfg.batch_size // world
-    sampler = (
-        DistributedSampler(
-            train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True
-        )
-        if world > 1
-        else None
+    # The shuffling order is a function of (seed, epoch) (set_epoch below), so a resumed run sees
+    # the same batches as an uninterrupted one; with one process this sampler is a plain shuffle.
+    sampler = DistributedSampler(
+        train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True
     )
     loader = DataLoader(
-        train_ds,
-        batch_size=per_rank_batch,
-        shuffle=sampler is None,
-        sampler=sampler,
-        drop_last=True,
-        collate_fn=collate,
-        generator=torch.Generator().manual_seed(cfg.seed),
+        train_ds, batch_size=per_rank_batch, sampler=sampler, drop_last=True, collate_fn=collate
     )
     if len(loader) == 0:
         raise DatasetError(
@@ -238,7 +251,9 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     if cfg.resume:
         ckpt = load_checkpoint(cfg.resume)
         if ckpt["meta"] != meta:
-            raise ValueError(f"checkpoint {cfg.resume} was trained with {ckpt['meta']}, this run uses {meta}")
+            raise CheckpointError(
+                f"checkpoint {cfg.resume} was trained with {ckpt['meta']}, this run uses {meta}"
+            )
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -247,7 +262,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         _log(cfg, rank, f"resumed from {cfg.resume} after epoch {start_epoch}")
 
     net: nn.Module = DistributedDataParallel(model) if world > 1 else model
-    flip_gen = torch.Generator().manual_seed(cfg.seed * 1000 + rank + start_epoch)
+    flip_gen = torch.Generator()
     ground_truth = coco_ground_truth(val_ds, classes) if rank == 0 else None
     inference = SSDInference(model)
     timing = {"data": 0.0, "forward": 0.0, "targets": 0.0, "backward": 0.0}
@@ -265,8 +280,10 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     from tqdm import tqdm
 
     for epoch in range(start_epoch, cfg.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        flip_gen.manual_seed(
+            cfg.seed * 1_000_003 + epoch * 1009 + rank
+        )  # flips depend on (seed, epoch, rank)
         net.train()
         bar = tqdm(
             total=iters_per_epoch,
@@ -284,9 +301,9 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
                 break
             images, gt_boxes = _hflip(images, gt_boxes, torch.rand(images.shape[0], generator=flip_gen) < 0.5)
             images = images.to(device).float().div_(255).contiguous(memory_format=torch.channels_last)
-            gt_boxes = gt_boxes.to(device) / cfg.image_size  # normalised; padded rows stay negative
-            gt_boxes = torch.where(gt_boxes < 0, torch.full_like(gt_boxes, -1.0), gt_boxes)
             gt_labels = gt_labels.to(device)
+            padded = (gt_labels < 0).unsqueeze(-1)  # (B, M, 1)
+            gt_boxes = torch.where(padded, -1.0, gt_boxes.to(device) / cfg.image_size)  # normalised
             t1 = time.perf_counter()
             cls_logits, box_deltas = net(images)
             t2 = time.perf_counter()
@@ -294,16 +311,16 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             t3 = time.perf_counter()
             cls_loss, box_loss = ssd_loss(cls_logits, box_deltas, cls_t, box_t, box_m)
             loss = cls_loss + box_loss
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, iteration {it + 1}"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
             optimizer.step()
             scheduler.step()
             t4 = time.perf_counter()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss became {loss.item()} at epoch {epoch + 1}, iteration {it + 1}"
-                )
             if it > 0 or epoch > start_epoch:  # the first iteration carries one-off start-up costs
                 timing["data"] += t1 - t_data
                 timing["forward"] += t2 - t1
@@ -383,11 +400,13 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             )
         _finish(cfg, inference, dets, val_ds, classes, result, out)
         result.minutes = (time.perf_counter() - t_start) / 60
+        cpu_minutes = (time.process_time() - cpu_start) / 60
         summary = {
             "map": metrics.map,
             "map50": metrics.map50,
             "coco_stats": metrics.stats,
             "minutes": result.minutes,
+            "cpu_minutes": cpu_minutes,
             "epochs": cfg.epochs,
             "onnx_check": result.onnx_check,
             "files": result.files,
@@ -399,7 +418,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             cfg,
             rank,
             f"\nvalidation ({len(val_ds)} images, COCOeval): mAP@[.5:.95] = {metrics.map:.3f}, "
-            f"mAP@.5 = {metrics.map50:.3f}; total {result.minutes:.1f} min\noutput folder: {out.resolve()}\n"
+            f"mAP@.5 = {metrics.map50:.3f}; total {result.minutes:.1f} min "
+            f"({cpu_minutes:.1f} min of CPU time in this process)\noutput folder: {out.resolve()}\n"
             + "".join(f"  {k:<11} {v}\n" for k, v in result.files.items()),
         )
     if world > 1:
@@ -438,6 +458,7 @@ def _finish(
 ) -> None:
     """Export and check ONNX against the eager detections ``dets``, draw the pictures (rank 0)."""
     inference.eval()
+    inference.cpu()  # the exported graph and onnxruntime run on the CPU
     if cfg.export:
         from .export import check_onnx, export_onnx
 
