@@ -9,6 +9,8 @@ hyper-parameters and call the functions.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -32,9 +34,10 @@ __all__ = [
 # GluonCV clips intersection widths and heights to float16's largest finite value.
 _F16_MAX = 65504.0
 
-# Elements of one (B, rows, M) block of the IoU matrix computed at a time in eager mode:
-# the three float32 temporaries of a block (1 MiB) stay in L2, only the result goes to memory.
-_IOU_BLOCK_ELEMENTS = 65536
+# Elements of one (B, rows, M) block of the IoU matrix computed at a time in eager mode: the
+# block's float32 temporaries (1 MiB each) stay in cache and only the result goes to memory,
+# while each op still covers enough elements to amortise its fixed cost (a few microseconds).
+_IOU_BLOCK_ELEMENTS = 262144
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -185,6 +188,30 @@ def _iou_block(
     return torch.div(inter, union, out=out)
 
 
+def _iou_block_rows(a: Tensor, b: Tensor) -> int | None:
+    """Rows of ``a`` per block of the eager fast path, or None for a single block: under
+    compile/export, when autograd records, or when one block covers everything."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return None
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return None
+    rows = _IOU_BLOCK_ELEMENTS // max(1, max(a.shape[0], b.shape[0]) * b.shape[1])
+    return rows if 1 <= rows < a.shape[1] else None
+
+
+def _planes_and_areas(t: Tensor, offset: float) -> tuple[Tensor, Tensor]:
+    """Corner planes ``t (B, 4, K)`` and their areas ``(B, K)`` as :func:`_iou_block` reads them.
+
+    Negative areas (a box inverted on one axis) count as 0: such a box intersects nothing,
+    so no IoU changes except ``0 / 0``. A box with a NaN or infinite coordinate (or an area
+    beyond the dtype's range) intersects nothing either: its planes become 0 and its area
+    ``+inf``, so its IoU with every box is 0.
+    """
+    area = (t[:, 2] - t[:, 0] + offset) * (t[:, 3] - t[:, 1] + offset)
+    finite = torch.isfinite(area)
+    return torch.where(finite[:, None], t, 0.0), torch.where(finite, area.clamp(min=0), math.inf)
+
+
 def _check_pair_batch(a: Tensor, b: Tensor) -> None:
     if a.shape[0] != b.shape[0] and a.shape[0] != 1 and b.shape[0] != 1:
         raise ValueError(
@@ -198,7 +225,10 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
 
     GluonCV's formula: intersection sides are ``min(right) - max(left) + offset`` clipped
     to ``[0, 65504]``; areas are ``(xmax - xmin + offset) * (ymax - ymin + offset)`` (not
-    clipped); the result is ``inter / (area_a + area_b - inter + eps)``.
+    clipped); the result is ``inter / (area_a + area_b - inter + eps)``. The result is
+    always in ``[0, 1]``: a pair that does not intersect gives 0 (also for inverted or
+    zero-area boxes with ``eps=0``), and a box with a NaN or infinite coordinate has IoU 0
+    with every box, like a padded row.
 
     Args:
         a (Tensor[B, N, 4]): boxes, or ``Tensor[N, 4]`` for a single image.
@@ -240,27 +270,21 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
     # Coordinate planes, (B, 4, N) and (B, 4, M): contiguous rows for the broadcasts below.
     a_t = a.to(work).transpose(1, 2).contiguous()
     b_t = b.to(work).transpose(1, 2).contiguous()
-    area_a = (a_t[:, 2] - a_t[:, 0] + offset) * (a_t[:, 3] - a_t[:, 1] + offset) + eps  # (B, N)
-    area_b = (b_t[:, 2] - b_t[:, 0] + offset) * (b_t[:, 3] - b_t[:, 1] + offset)  # (B, M)
+    a_t, area_a = _planes_and_areas(a_t, offset)  # (B, 4, N), (B, N)
+    b_t, area_b = _planes_and_areas(b_t, offset)  # (B, 4, M), (B, M)
+    area_a = area_a + max(eps, torch.finfo(work).tiny)  # every union > 0: no 0 / 0
     b_cols = tuple(b_t[:, k, None, :] for k in range(4))  # 4 x (B, 1, M)
     area_b = area_b[:, None, :]
 
-    batch, n_rows, n_refs = max(a.shape[0], b.shape[0]), a.shape[1], b.shape[1]
-    block_rows = _IOU_BLOCK_ELEMENTS // max(1, batch * n_refs)
-    if (
-        torch.compiler.is_compiling()
-        or torch.compiler.is_exporting()
-        or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
-        or block_rows < 1
-        or n_rows <= block_rows
-    ):
+    block_rows = _iou_block_rows(a, b)
+    if block_rows is None:
+        # One block: traceable (compile/export) and differentiable.
         a_cols = tuple(a_t[:, k, :, None] for k in range(4))  # 4 x (B, N, 1)
-        out = _iou_block(a_cols, b_cols, area_a[:, :, None], area_b, offset)  # type: ignore[arg-type]
-        out = out.to(out_dtype)
+        out = _iou_block(a_cols, b_cols, area_a[:, :, None], area_b, offset).to(out_dtype)  # type: ignore[arg-type]
     else:
         # Eager fast path: blocks of rows, each written straight into the result.
-        out = a_t.new_empty((batch, n_rows, n_refs), dtype=out_dtype)
-        for start in range(0, n_rows, block_rows):
+        out = a_t.new_empty((max(a.shape[0], b.shape[0]), a.shape[1], b.shape[1]), dtype=out_dtype)
+        for start in range(0, a.shape[1], block_rows):
             rows = slice(start, start + block_rows)
             a_cols = tuple(a_t[:, k, rows, None] for k in range(4))
             _iou_block(a_cols, b_cols, area_a[:, rows, None], area_b, offset, out=out[:, rows])  # type: ignore[arg-type]
