@@ -259,12 +259,15 @@ def test_encode_boxes_per_class_matches_reference():
 
 
 def test_encode_boxes_per_class_max_pos_above_n():
+    """Fewer anchors than max_pos: every anchor once, then filler rows of index -1."""
     samples, matches, anchors, refs = random_targets(B=2, N=5, M=3, seed=8)
-    t, m, idx = encode_boxes_per_class(
-        samples, matches, anchors, torch.zeros(2, 3), refs, num_class=2, max_pos=9
-    )
-    assert idx.shape == (2, 5) and t.shape == m.shape == (2, 5, 2, 4)
-    assert sorted(idx[0].tolist()) == list(range(5))
+    labels = torch.zeros(2, 3)
+    t, m, idx = encode_boxes_per_class(samples, matches, anchors, labels, refs, num_class=2, max_pos=9)
+    assert idx.shape == (2, 9) and t.shape == m.shape == (2, 9, 2, 4)
+    t5, m5, idx5 = encode_boxes_per_class(samples, matches, anchors, labels, refs, num_class=2, max_pos=5)
+    assert torch.equal(idx[:, :5], idx5) and torch.equal(t[:, :5], t5) and torch.equal(m[:, :5], m5)
+    assert sorted(idx[0, :5].tolist()) == list(range(5))
+    assert bool((idx[:, 5:] == NO_MATCH).all()) and not t[:, 5:].any() and not m[:, 5:].any()
 
 
 def test_encode_boxes_per_class_with_empty_gt(dtype):
@@ -281,6 +284,16 @@ def test_encode_boxes_per_class_with_empty_gt(dtype):
     )
     assert t.dtype == dtype and not t.any() and not m.any()
     assert torch.equal(idx, torch.tensor([[0, 1], [0, 1]]))
+    _, _, idx = encode_boxes_per_class(
+        samples,
+        matches,
+        anchors,
+        torch.zeros(2, 0),
+        torch.zeros(2, 0, 4, dtype=dtype),
+        num_class=3,
+        max_pos=6,
+    )
+    assert torch.equal(idx, torch.tensor([[0, 1, 2, 3, -1, -1]] * 2))
 
 
 # --------------------------------------------------------------------------- class encoders

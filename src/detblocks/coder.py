@@ -60,11 +60,10 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _to_output(x: Tensor, dtype: torch.dtype) -> Tensor:
-    """Cast a float32 result back to a half dtype, saturating instead of overflowing to inf."""
-    if dtype in _HALF_DTYPES:
-        fmax = torch.finfo(dtype).max
-        x = x.clamp(-fmax, fmax)
-    return x.to(dtype)
+    """Cast a result to the output dtype, saturating at its largest finite value instead of
+    overflowing to inf (float16 above 65504, any dtype for huge predictions); NaN stays NaN."""
+    fmax = torch.finfo(dtype).max
+    return x.clamp(-fmax, fmax).to(dtype)
 
 
 def _check_stds_means(stds: object, means: object) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -111,12 +110,12 @@ def _pick(refs: Tensor, matches: Tensor, fill: float) -> Tensor:
     """``refs[b, matches[b, n]]`` for every anchor: ``refs (B, M, K), matches (B, N) -> (B, N, K)``.
 
     NO_MATCH picks row 0 (GluonCV's clipping ``pick``); a ``fill`` row appended to ``refs``
-    keeps the gather valid when there are no references at all (M = 0). Callers mask what
-    non-positive anchors pick.
+    keeps the gather valid when there are no references at all (M = 0), and indices beyond
+    M pick it too. Callers mask what non-positive anchors pick.
     """
     batch, _, k = refs.shape
     padded = torch.cat([refs, refs.new_full((batch, 1, k), fill)], dim=1)  # (B, M + 1, K)
-    index = matches.clamp(min=0)[:, :, None].expand(-1, -1, k)  # (B, N, K)
+    index = matches.clamp(0, refs.shape[1])[:, :, None].expand(-1, -1, k)  # (B, N, K), in range
     return torch.gather(padded, 1, index)
 
 
@@ -136,6 +135,8 @@ def encode_boxes(
             (log(gw / aw) - m2) / s2,    (log(gh / ah) - m3) / s3
 
     Widths and heights are floored at ``1e-6`` first, so degenerate boxes give finite targets.
+    A positive whose target is not finite (its anchor or reference has a NaN or infinite
+    coordinate) gets target 0 and mask 0.
 
     Args:
         samples (Tensor[B, N]): 1 positive, -1 negative, 0 ignore; only positives get targets.
@@ -184,7 +185,8 @@ def encode_boxes(
     mean = torch.tensor(means, dtype=work, device=anchors.device)
     codes = torch.cat([(g[..., :2] - a[..., :2]) / a_wh, torch.log(g[..., 2:] / a_wh)], dim=-1)
     codes = (codes - mean) / std  # (B, N, 4)
-    keep = positive[:, :, None]  # (B, N, 1)
+    # A target that is not finite (a NaN or infinite box) is dropped, never trained on.
+    keep = (positive & torch.isfinite(codes).all(-1))[:, :, None]  # (B, N, 1)
     targets = _to_output(torch.where(keep, codes, 0.0), out_dtype)
     masks = keep.expand_as(targets).to(out_dtype)
     return targets, masks
@@ -202,7 +204,9 @@ def decode_boxes(
 
     ``ox = (x0 * s0 + m0) * aw + ax`` (``oy`` likewise), ``w = exp(min(x2 * s2 + m2, clip)) * aw``
     (``h`` likewise); returns ``(ox - w/2, oy - h/2, ox + w/2, oy + h/2)``. Without ``clip``
-    the exponent is still capped at ``log(1e8)`` so that huge predictions stay finite.
+    the exponent is still capped at ``log(1e8)``, and the result saturates at the dtype's
+    largest finite value, so that huge or infinite predictions give finite boxes (for finite
+    anchors); a NaN prediction gives a NaN box.
 
     Args:
         x (Tensor[B, N, 4]): predicted offsets.
@@ -238,7 +242,8 @@ def decode_boxes(
         a = corner_to_center(a)
     std = torch.tensor(stds, dtype=work, device=x.device)
     mean = torch.tensor(means, dtype=work, device=x.device)
-    deltas = x.to(work) * std + mean  # (B, N, 4)
+    fmax = torch.finfo(work).max
+    deltas = (x.to(work) * std + mean).clamp(-fmax, fmax)  # (B, N, 4); inf saturates, NaN stays
     center = deltas[..., :2] * a[..., 2:] + a[..., :2]  # (B, N, 2)
     half = torch.exp(deltas[..., 2:].clamp(max=bound)) * a[..., 2:] / 2  # (B, N, 2)
     return _to_output(torch.cat([center - half, center + half], dim=-1), out_dtype)
@@ -258,10 +263,11 @@ def encode_boxes_per_class(
     """Per-class regression targets of the first ``max_pos`` anchors, positives first.
 
     ``indices`` lists the positive anchors in ascending order, then the other anchors in
-    ascending order, cut at ``K = min(max_pos, N)``. The targets at those anchors are the
-    class-agnostic ones of :func:`encode_boxes`, repeated over the classes; masks keep only
-    the class of the matched reference (and only at positives). Under ``torch.export`` with
-    a dynamic N, declare ``N >= max_pos`` (the exported program checks it).
+    ascending order, cut at ``K = max_pos``; with fewer than ``max_pos`` anchors the last
+    rows hold index -1 and zero targets and masks, so the shape never depends on N. The
+    targets at those anchors are the class-agnostic ones of :func:`encode_boxes`, repeated
+    over the classes; masks keep only the class of the matched reference (and only at
+    positives).
 
     Args:
         samples (Tensor[B, N]): 1 positive, -1 negative, 0 ignore.
@@ -276,7 +282,7 @@ def encode_boxes_per_class(
 
     Returns:
         (Tensor[B, K, C, 4], Tensor[B, K, C, 4], Tensor[B, K]): ``targets``, ``masks`` (float,
-        dtype of the boxes) and the anchor ``indices`` (int64).
+        dtype of the boxes) and the anchor ``indices`` (int64, -1 for filler rows).
 
     Example:
         >>> import torch
@@ -312,24 +318,30 @@ def encode_boxes_per_class(
             "labels", ref_labels[positive], 0, num_class, "class of a reference matched to a positive sample"
         )
 
-    # Unique keys, larger for positives and then for lower anchor indices: top-k keeps the order.
+    # Unique keys, larger for positives and then for lower anchor indices, so that top-k gives
+    # the contract's order; max_pos filler keys rank last and keep the output (B, max_pos) for
+    # any N (fillers only show when N < max_pos: index -1, zero targets and masks).
     order = torch.arange(n - 1, -1, -1, device=samples.device)  # (N,)
     keys = positive.to(torch.int64) * n + order  # (B, N)
-    indices = keys.topk(min(max_pos, n), dim=1).indices  # (B, K)
+    keys = torch.cat([keys, keys.new_full((batch, max_pos), -1)], dim=1)  # (B, N + max_pos)
+    picked = keys.topk(max_pos, dim=1).indices  # (B, K)
+    real = picked < n  # (B, K)
+    index = torch.where(real, picked, 0)  # (B, K), fillers read anchor 0 and are masked
 
-    picked_anchors = torch.gather(anchors.expand(batch, -1, -1), 1, indices[:, :, None].expand(-1, -1, 4))
+    picked_anchors = torch.gather(anchors.expand(batch, -1, -1), 1, index[:, :, None].expand(-1, -1, 4))
     targets, masks = encode_boxes(
-        torch.gather(samples, 1, indices),
-        torch.gather(matches, 1, indices),
+        torch.where(real, torch.gather(samples, 1, index), _IGNORE),
+        torch.gather(matches, 1, index),
         picked_anchors,
         refs,
         stds,
         means,
     )  # (B, K, 4) each
     classes = torch.arange(num_class, device=samples.device)  # (C,)
-    same_class = torch.gather(ref_labels, 1, indices)[:, :, None] == classes  # (B, K, C)
+    same_class = torch.gather(ref_labels, 1, index)[:, :, None] == classes  # (B, K, C)
     targets = targets[:, :, None, :].expand(-1, -1, num_class, -1).contiguous()  # (B, K, C, 4)
     masks = masks[:, :, None, :] * same_class[..., None].to(masks.dtype)  # (B, K, C, 4)
+    indices = torch.where(real, picked, NO_MATCH)
     return targets, masks, indices
 
 
@@ -503,7 +515,7 @@ class NormalizedPerClassBoxCenterEncoder(nn.Module):
     """Per-class regression targets of the first ``max_pos`` anchors (see :func:`encode_boxes_per_class`).
 
     forward ``(samples, matches, anchors, labels (B, M), refs (B, M, 4))`` ->
-    ``(targets (B, K, C, 4), masks (B, K, C, 4), indices (B, K))`` with ``K = min(max_pos, N)``.
+    ``(targets (B, K, C, 4), masks (B, K, C, 4), indices (B, K))`` with ``K = max_pos``.
     ``per_device_batch_size`` is accepted for GluonCV compatibility; the batch size comes
     from the inputs.
 
