@@ -14,17 +14,22 @@ matched to each anchor, or :data:`~detblocks.conventions.NO_MATCH` (``-1``).
 
 How the bipartite matcher avoids sorting all ``N * M`` pairs
 -------------------------------------------------------------
-1. *One pass over x* takes the maximum of every group of
-   :data:`GROUP_ROWS` consecutive anchors for every reference
-   (``Tensor[B, N / GROUP_ROWS, M]``); the column maxima follow from it.
+1. *One pass over x* cuts the N anchors into :data:`FOLD` consecutive blocks
+   of ``S = ceil(N / FOLD)`` anchors and takes, for every reference, the
+   maximum over the blocks at each position: group ``g`` holds the anchors
+   ``g, g + S, g + 2S, ...`` (``Tensor[B, S, M]``; a reduction over the outer
+   axis, the cheapest there is). The column maxima follow from it.
 2. *Candidates.* The greedy matching takes at most ``c`` pairs, ``c`` being the
    number of references whose column maximum is above the threshold, so a
-   reference is matched to one of its first ``k = min(c, N)`` anchors in the
-   visiting order (score first, then anchor index), or to nothing. Those ``k``
-   anchors lie in the first ``k`` groups of the reference (group maximum first,
-   then group index), so each reference gathers ``k * GROUP_ROWS`` scores and
-   keeps its first ``k``. Greedy matching restricted to these ``c * k`` pairs
-   takes exactly the pairs the full greedy matching takes.
+   reference is matched to one of its first ``c`` anchors in the visiting
+   order (score first, then anchor index), or to nothing. Every anchor with a
+   score at least the ``k``-th largest group maximum lies in a group whose
+   maximum is that high; so the first ``k`` groups of a reference (and any
+   group tied with the ``k``-th) hold its first ``k`` anchors. Greedy matching restricted to the
+   first ``k`` anchors of every reference takes exactly the pairs the full
+   greedy matching takes when each reference it leaves unmatched had all its
+   takeable pairs among them; eager mode starts with a small ``k`` and grows
+   it until that holds, tracing uses ``k = min(M, N)``.
 3. *Rounds.* With a strict order on pairs, the greedy matching is the fixed
    point of repeatedly taking every *mutually best* pair (the best free
    anchor of a free reference whose best free reference is that one), which
@@ -34,13 +39,14 @@ How the bipartite matcher avoids sorting all ``N * M`` pairs
    are read again. :func:`maximum_match` likewise reads only groups whose
    maximum reaches its threshold.
 
-Memory beyond ``x`` is ``O(N * M / GROUP_ROWS + c * k * GROUP_ROWS)``; no
-other ``(B, N, M)`` tensor is made, except one cleaned copy of ``x`` when it
-holds NaN (a NaN score never matches: it counts as the worst possible score).
+Memory beyond ``x`` is ``O(N * M / FOLD + c * k * FOLD)``; no other
+``(B, N, M)`` tensor is made, except one cleaned copy of ``x`` when it holds
+NaN (a NaN score never matches: it counts as the worst possible score).
 
 Under ``torch.compile``/``torch.export`` the sizes that eager mode reads from
-the data (``c``, the flagged groups, the number of rounds) take their static
-bounds instead (``c = M``, every row, a ``torch.while_loop``), so the same
+the data (``c``, ``k``, the flagged groups, the number of rounds) take static
+values instead (``c = M``, ``k = min(M, N)``, one anchor per group, every row, a
+``torch.while_loop``), so the same
 code traces without data-dependent shapes or Python control flow.
 
 Example:
@@ -63,7 +69,7 @@ from detblocks._checks import check_float, check_number, check_rank
 from detblocks.conventions import NO_MATCH
 
 __all__ = [
-    "GROUP_ROWS",
+    "FOLD",
     "maximum_match",
     "bipartite_match",
     "composite_match",
@@ -72,9 +78,14 @@ __all__ = [
     "CompositeMatcher",
 ]
 
-#: Anchors per group in the one pass over ``x``. 16 keeps the group maxima at
-#: 1/16 of ``x`` while the grouped reduction still runs near memory speed.
-GROUP_ROWS: int = 16
+#: Blocks the anchors are cut into for the one pass over ``x``: the group
+#: maxima take 1/FOLD of ``x``'s memory, and the reduction over 16 blocks runs
+#: at memory speed.
+FOLD: int = 16
+
+# Eager mode first gives every reference this many candidate anchors (the
+# lists grow when a reference might need more); tracing uses the bound min(M, N).
+_FIRST_ANCHORS = 4
 
 # When flagged groups cover more than this fraction of the rows, read all rows
 # in place instead of gathering them (a gather copies what it reads).
@@ -100,40 +111,49 @@ def _check_bool(name: str, value: object) -> bool:
 # --------------------------------------------------------------------------- summary
 class _Scan(NamedTuple):
     """What every matcher needs from one pass over ``x``, in *score space*
-    ``y = sign * x`` (so that larger is always better)."""
+    ``y = sign * x`` (so that larger is always better).
+
+    Group ``g < G`` holds the anchors ``g + j * G`` for ``j < size`` that are ``< N``.
+    """
 
     x: Tensor  # (B, N, M) the input, NaN replaced by the worst score when it had any
     sign: int  # +1: larger x is better; -1: smaller x is better (is_ascend)
-    gmax: Tensor  # (B, G, M) best y of each group of GROUP_ROWS anchors, G = N // GROUP_ROWS + 1
-    colmax: Tensor  # (B, M) best y of each reference
+    size: int  # anchors per group (the last position may run past N)
+    gmax: Tensor  # (B, G, M) best y of every group
+    colmax: Tensor  # (B, M) best y of every reference
 
 
-def _group_best(x: Tensor, sign: int) -> Tensor:
-    """Best ``sign * x`` over each group of ``GROUP_ROWS`` consecutive anchors: ``(B, N // C + 1, M)``.
-    The last group holds the ``N % C`` remaining anchors (it is empty, at ``-inf``, when none remain)."""
+def _group_best(x: Tensor, sign: int, fold: int) -> tuple[Tensor, int]:
+    """Best ``sign * x`` of every group, ``(Tensor[B, G, M], size)`` with
+    ``G = ceil(N / fold)``: anchors ``n`` and ``n + G`` share a group."""
     b, n, m = x.shape
-    c = GROUP_ROWS
-    g = n // c
-    reduce = torch.amax if sign > 0 else torch.amin
-    main = reduce(x[:, : g * c].reshape(b, g, c, m), 2)  # (B, G - 1, M)
-    worst = torch.full((b, 1, m), -sign * float("inf"), dtype=x.dtype, device=x.device)
-    last = reduce(torch.cat([x[:, g * c :], worst], 1), 1, keepdim=True)  # (B, 1, M)
-    best = torch.cat([main, last], 1)
-    return best if sign > 0 else best.neg_()
+    g = -(-n // fold)
+    full = n // g  # blocks of G anchors; the last n - full * g anchors are a partial block
+    rest = n - full * g
+    reduce, pairwise = (torch.amax, torch.maximum) if sign > 0 else (torch.amin, torch.minimum)
+    best = reduce(x[:, : full * g].reshape(b, full, g, m), 1)  # (B, G, M)
+    if rest:
+        head = best[:, :rest]
+        pairwise(head, x[:, full * g :], out=head)
+    return (best if sign > 0 else best.neg_()), full + (1 if rest else 0)
 
 
 def _scan(x: Tensor, sign: int) -> _Scan:
+    x = x.contiguous()  # the gathers below index x's memory directly
     worst = -sign * float("inf")
     if _tracing():
+        # Shapes must not depend on N % FOLD: every anchor is its own group.
         x = torch.where(torch.isnan(x), worst, x)
-        gmax = _group_best(x, sign)
-    else:
-        gmax = _group_best(x, sign)
-        # A NaN anywhere shows up in its group maximum; clean a copy only then.
-        if bool(torch.isnan(gmax).any()):
-            x = torch.where(torch.isnan(x), worst, x)
-            gmax = _group_best(x, sign)
-    return _Scan(x, sign, gmax, gmax.amax(1))
+        y = x if sign > 0 else x.neg()
+        return _Scan(x, sign, 1, y, y.amax(1))
+    gmax, size = _group_best(x, sign, FOLD)
+    colmax = gmax.amax(1)
+    # A NaN anywhere shows up in its column maximum; clean a copy only then.
+    if bool(torch.isnan(colmax).any()):
+        x = torch.where(torch.isnan(x), worst, x)
+        gmax, size = _group_best(x, sign, FOLD)
+        colmax = gmax.amax(1)
+    return _Scan(x, sign, size, gmax, colmax)
 
 
 class _ScanCache:
@@ -149,49 +169,96 @@ class _ScanCache:
         return self._scans[sign]
 
 
-# --------------------------------------------------------------------------- rows
-def _flagged_rows(scan: _Scan, flags: Tensor) -> tuple[Tensor, Tensor | None]:
-    """The anchors of the groups flagged in ``flags (Tensor[B, G])``.
+# --------------------------------------------------------------------------- columns
+class _Columns(NamedTuple):
+    """The references a matcher has to consider, first in every image."""
 
-    Returns ``(rows, index)``: ``rows (Tensor[R, 1, M])`` the anchors' scores
-    and ``index (Tensor[R])`` their flat positions ``b * N + n``; or
-    ``(x (Tensor[B, N, M]), None)`` when reading every anchor in place is the
-    better deal (many flagged groups, or tracing, where shapes must not depend
-    on data).
+    cols: Tensor  # (B, Q) reference indices: those that pass first, ascending, then others
+    ok: Tensor  # (B, Q) whether each passes
+    gsc: Tensor  # (B, Q, G) their group maxima
+
+
+def _columns(scan: _Scan, ok: Tensor) -> _Columns:
+    """The references where ``ok (Tensor[B, M])`` holds. Eager mode keeps as many
+    as the image with the most; tracing keeps all ``M`` (static shapes)."""
+    b, g, m = scan.gmax.shape
+    q = m if _tracing() else int(ok.sum(1).max())
+    cols = torch.sort((~ok).to(torch.uint8), dim=1, stable=True).indices[:, :q]  # (B, Q)
+    gsc = scan.gmax.transpose(1, 2).gather(1, cols[..., None].expand(b, q, g))  # (B, Q, G)
+    return _Columns(cols, ok.gather(1, cols), gsc)
+
+
+# --------------------------------------------------------------------------- rows
+def _group_rows(groups: Tensor, scan: _Scan) -> Tensor:
+    """Anchor indices of ``groups (Tensor[..., q])``: ``Tensor[..., size * q]``,
+    ascending when ``groups`` is; entries ``>= N`` are past the last anchor."""
+    g = scan.gmax.shape[1]
+    step = torch.arange(scan.size, device=groups.device) * g  # (size,)
+    return (groups[..., None, :] + step[:, None]).flatten(-2)
+
+
+def _reaching(scan: _Scan, cs: _Columns, level: Tensor, eps: float) -> Tensor | None:
+    """Anchors with a score reaching the level of a reference of ``cs``:
+    ``y[n, m] + eps >= level[b, q]`` for ``m = cs.cols[b, q]``, ``level (Tensor[B, Q])``.
+
+    Only groups whose maximum reaches the level are read. Returns the flat
+    indices ``b * N + n`` (ascending, unique), or ``None`` for "every anchor"
+    when reading all of ``x`` is the better deal (or while tracing).
     """
     x = scan.x
     b, n, m = x.shape
-    c = GROUP_ROWS
     if _tracing():
-        return x, None
-    bg = flags.nonzero()  # (Q, 2): image, group
-    if bg.shape[0] * c > _DENSE_FRACTION * b * n:
-        return x, None
-    rows = bg[:, 1:] * c + torch.arange(c, device=x.device)  # (Q, C)
-    flat = (bg[:, :1] * n + rows)[rows < n]  # (R,)
-    return x.reshape(b * n, 1, m).index_select(0, flat), flat
+        return None
+    gsc = cs.gsc if eps == 0 else cs.gsc + eps
+    pairs = (gsc >= level[..., None]).nonzero()  # (P, 3): image, reference, group
+    if pairs.shape[0] * scan.size > _DENSE_FRACTION * b * n * m:
+        return None
+    bi, qi, gi = pairs.unbind(1)
+    rows = _group_rows(gi[:, None], scan)  # (P, size)
+    flat = bi[:, None] * n + rows.clamp_max(n - 1)
+    y = x.view(-1).index_select(0, (flat * m + cs.cols[bi, qi][:, None]).view(-1)).view(flat.shape)
+    if scan.sign < 0:
+        y = y.neg()
+    if eps != 0:
+        y = y + eps
+    reach = (rows < n) & (y >= level[bi, qi][:, None])
+    return torch.unique(flat[reach])
 
 
-def _scatter_rows(values: Tensor, index: Tensor | None, b: int, n: int, fill: int) -> Tensor:
-    """Inverse of :func:`_flagged_rows` for per-anchor results: ``(Tensor[B, N])``."""
+def _rows(scan: _Scan, index: Tensor | None) -> Tensor:
+    """The anchors of ``index`` from :func:`_reaching`: ``Tensor[R, 1, M]``, or
+    ``x (Tensor[B, N, M])`` itself for every anchor."""
+    x = scan.x
     if index is None:
-        return values.reshape(b, n)
-    out = torch.full((b * n,), fill, dtype=values.dtype, device=values.device)
-    return out.index_copy_(0, index, values.reshape(-1)).reshape(b, n)
+        return x
+    return x.view(-1, 1, x.shape[2]).index_select(0, index)
 
 
-def _row_best(rows: Tensor, sign: int) -> tuple[Tensor, Tensor]:
-    """Best score (``sign`` space) and its first index along the last axis."""
-    if sign > 0:
-        best, arg = rows.max(-1)
-        return best, arg
-    best, arg = rows.min(-1)
-    return best.neg(), arg
+def _fill(out: Tensor, index: Tensor | None, values: Tensor) -> Tensor:
+    """Write per-anchor ``values`` (from :func:`_rows`, ``-1`` = none) into the
+    anchors of ``out (Tensor[B, N])`` that are still ``-1``, in place."""
+    if index is None:
+        return out.copy_(torch.where(out < 0, values.reshape(out.shape), out))
+    flat = out.view(-1)
+    now = flat[index]
+    flat[index] = torch.where(now < 0, values.reshape(-1), now)
+    return out
+
+
+def _best(rows: Tensor, sign: int) -> tuple[Tensor, Tensor]:
+    """Best score (in score space) along the last axis and its first index.
+
+    (``argmax`` then ``gather`` rather than ``max(dim)``: the latter starts a
+    parallel region however small its input, which costs dearly on a busy CPU.)
+    """
+    arg = rows.argmax(-1, keepdim=True) if sign > 0 else rows.argmin(-1, keepdim=True)
+    best = rows.gather(-1, arg).squeeze(-1)
+    return (best if sign > 0 else best.neg()), arg.squeeze(-1)
 
 
 def _per_row(scan: _Scan, index: Tensor | None, colwise: Tensor) -> Tensor:
     """``colwise (Tensor[B, M])`` laid out to broadcast against the rows of
-    :func:`_flagged_rows`: ``(B, 1, M)`` in place, ``(R, 1, M)`` gathered."""
+    :func:`_rows`: ``(B, 1, M)`` for every anchor, ``(R, 1, M)`` gathered."""
     if index is None:
         return colwise[:, None, :]
     n = scan.x.shape[1]
@@ -199,15 +266,17 @@ def _per_row(scan: _Scan, index: Tensor | None, colwise: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- maximum
-def _maximum(scan: _Scan, threshold: float) -> Tensor:
+def _maximum(scan: _Scan, threshold: float, out: Tensor) -> Tensor:
     x = scan.x
-    b, n, _ = x.shape
     thr = torch.full((), threshold, dtype=x.dtype, device=x.device)
-    flags = scan.gmax.amax(-1) >= thr  # (B, G): groups holding an anchor that can match
-    rows, index = _flagged_rows(scan, flags)
-    best, arg = rows.max(-1)
-    match = torch.where(best >= thr, arg, NO_MATCH)
-    return _scatter_rows(match, index, b, n, NO_MATCH)
+    cs = _columns(scan, scan.colmax >= thr)
+    index = _reaching(scan, cs, thr.expand(cs.cols.shape), 0.0)  # anchors that can match
+    best, arg = _best(_rows(scan, index), 1)
+    return _fill(out, index, torch.where(best >= thr, arg, NO_MATCH))
+
+
+def _no_match(x: Tensor) -> Tensor:
+    return torch.full(x.shape[:2], NO_MATCH, dtype=torch.int64, device=x.device)
 
 
 def maximum_match(x: Tensor, threshold: float) -> Tensor:
@@ -231,132 +300,152 @@ def maximum_match(x: Tensor, threshold: float) -> Tensor:
     """
     x = _check_x(x)
     threshold = check_number("threshold", threshold)
-    b, n, m = x.shape
-    if n == 0 or m == 0:
-        return torch.full((b, n), NO_MATCH, dtype=torch.int64, device=x.device)
-    return _maximum(_scan(x, 1), threshold)
+    out = _no_match(x)
+    if x.shape[1] == 0 or x.shape[2] == 0:
+        return out
+    return _maximum(_scan(x, 1), threshold, out)
 
 
 # --------------------------------------------------------------------------- bipartite
-def _first_k(v: Tensor, k: int) -> Tensor:
-    """Indices of the ``k`` largest entries along the last axis, ties to the
-    lower index, returned in ascending index order. ``v`` must hold no NaN
-    and ``1 <= k <= v.shape[-1]``."""
+def _first_k_exact(v: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """:func:`_first_k` for any data: ``(index, spill)``."""
     size = v.shape[-1]
-    kth = v.topk(k, -1).values[..., -1:]  # (..., 1) the k-th largest value
+    kth = v.topk(k, -1).values[..., k - 1 :]  # (..., 1)
     above = v > kth
     at = v == kth
-    room = k - above.sum(-1, keepdim=True)  # how many entries equal to kth are taken
-    take = above | (at & (at.cumsum(-1) <= room))  # exactly k entries
+    n_above = above.sum(-1, keepdim=True)
+    at_rank = at.cumsum(-1)
+    take = above | (at & (at_rank <= k - n_above))  # exactly k entries
     rank = torch.arange(size, 0, -1, device=v.device)  # earlier index -> larger key
-    return (take * rank).topk(k, -1).indices  # keys unique among the taken: ascending index
+    index = torch.where(take, rank, 0).topk(k, -1).indices  # unique keys: ascending index
+    return index, ((n_above + at_rank[..., -1:]) > k).squeeze(-1)
 
 
-def _candidates(scan: _Scan, threshold: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Per reference, its first ``k`` anchors in visiting order.
+def _first_k(v: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The ``k`` largest entries along the last axis, ties to the lower index.
 
-    Returns ``cols (Tensor[B, Mc])`` the references considered (those that can
-    match first, in ascending order), ``rows (Tensor[B, Mc, K])`` anchor indices
-    (ascending) and ``score (Tensor[B, Mc, K])`` their scores, ``-inf`` where the
-    pair cannot be taken (score not above ``threshold``).
+    ``v`` must hold no NaN and ``1 <= k <= v.shape[-1]``. Returns ``(index,
+    kth, spill)``: ``index (Tensor[..., k])`` in ascending order, ``kth
+    (Tensor[...])`` the ``k``-th largest value and ``spill (Tensor[...])``
+    whether entries equal to it were left out.
+    """
+    if _tracing():
+        index, spill = _first_k_exact(v, k)
+        return index, v.gather(-1, index).amin(-1), spill
+    size = v.shape[-1]
+    vals, index = v.topk(min(k + 1, size), -1)  # sorted, ties in any order
+    kth = vals[..., k - 1]
+    if k == size:
+        return index.sort(-1).values, kth, torch.zeros_like(kth, dtype=torch.bool)
+    spill = vals[..., k] == kth
+    index = index[..., :k].sort(-1).values  # right unless the k-th value ties beyond
+    if bool(spill.any()):
+        index[spill] = _first_k_exact(v[spill], k)[0]
+    return index, kth, spill
+
+
+def _candidates(scan: _Scan, cs: _Columns, thr: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The first ``k`` anchors of every reference of ``cs`` in visiting order.
+
+    Returns ``rows (Tensor[B, Q, k])`` anchor indices, ascending, and
+    ``score (Tensor[B, Q, k])`` their scores, ``-inf`` where the pair cannot be
+    taken (score not beyond ``thr``).
     """
     x, sign = scan.x, scan.sign
     b, n, m = x.shape
-    g = scan.gmax.shape[1]
-    c = GROUP_ROWS
-    dev = x.device
-    thr = torch.full((), sign * threshold, dtype=x.dtype, device=dev)
-    can = scan.colmax > thr  # (B, M) references that can be matched at all
-    if _tracing():
-        mc = m
+    g = cs.gsc.shape[2]
+    # 1. groups holding the first k anchors of every reference.
+    if scan.size == 1:  # one anchor per group
+        groups = _first_k(cs.gsc, k)[0]
     else:
-        mc = int(can.sum(1).max())  # references to process; 0 = nothing can match
-        if mc == 0:
-            empty = torch.empty((b, 0), dtype=torch.int64, device=dev)
-            return empty, empty[..., None], x.new_empty((b, 0, 0))
-    k = torch.sym_min(mc, n)
-    cols = torch.sort((~can).to(torch.uint8), dim=1, stable=True).indices[:, :mc]  # (B, Mc)
-    # 1. first kg groups of every reference (group best first, then group index).
-    kg = torch.sym_min(k, g)
-    gsc = scan.gmax.gather(2, cols[:, None, :].expand(b, g, mc)).transpose(1, 2)  # (B, Mc, G)
-    groups = _first_k(gsc, kg)  # (B, Mc, kg) ascending
-    # 2. their anchors, ascending; the last group may run past N.
-    rows = (groups[..., None] * c + torch.arange(c, device=dev)).reshape(b, mc, kg * c)
+        # Every anchor scoring at least the k-th group maximum lies in a group that
+        # reaches it, and only such anchors can be among the first k: take the
+        # groups that reach it (more than k when groups tie with the k-th).
+        kg = min(k, g)
+        vals, groups = cs.gsc.topk(min(kg + 1, g), -1)  # ties in any order
+        if kg < g:
+            kth = vals[..., kg - 1]
+            tied = (vals[..., kg] == kth) & (kth > thr)
+            if bool(tied.any()):
+                kg = int((cs.gsc[tied] >= kth[tied][:, None]).sum(-1).max())
+                groups = cs.gsc.topk(kg, -1).indices
+        groups = groups[..., :kg].sort(-1).values  # (B, Q, kg) ascending
+    # 2. their anchors, ascending; the last position of a group may run past N.
+    rows = _group_rows(groups, scan)  # (B, Q, size * kg)
     inside = rows < n
     rows = rows.clamp_max(n - 1)
-    flat = rows * m + cols[..., None]  # (B, Mc, kg * C)
-    score = x.reshape(b, n * m).gather(1, flat.reshape(b, -1)).reshape(flat.shape)
+    flat = rows * m + cs.cols[..., None]
+    score = x.view(b, n * m).gather(1, flat.flatten(1)).view_as(flat)
     if sign < 0:
         score = score.neg()
     score = torch.where(inside, score, -float("inf"))
     # 3. the first k anchors of every reference.
-    pick = _first_k(score, k)  # (B, Mc, k) ascending
+    pick = _first_k(score, k)[0]  # (B, Q, k) ascending
     rows = rows.gather(2, pick)
     score = score.gather(2, pick)
-    score = torch.where(score > thr, score, -float("inf"))
-    return cols, rows, score
+    return rows, torch.where(score > thr, score, -float("inf"))
 
 
-def _greedy(scan: _Scan, threshold: float) -> Tensor:
-    """The greedy one-to-one matching (before recovery): ``(Tensor[B, N])`` int64."""
-    x = scan.x
-    b, n, _ = x.shape
-    dev = x.device
-    cols, rows, score = _candidates(scan, threshold)
-    mc, k = rows.shape[1], rows.shape[2]
-    out = torch.full((b, n + 1), NO_MATCH, dtype=torch.int64, device=dev)
-    if mc == 0:
-        return out[:, :n]
-    length = mc * k
-    valid = score > -float("inf")  # (B, Mc, k)
+def _rounds(rows: Tensor, score: Tensor) -> Tensor:
+    """Greedy matching of the candidate pairs by rounds of mutually best pairs.
+
+    ``rows``, ``score (Tensor[B, Q, k])`` from :func:`_candidates`; references
+    are ordered as their original indices. Returns ``Tensor[B, Q]``: the
+    anchor index matched to every reference, ``-1`` when none.
+    """
+    b, q, k = rows.shape
+    dev = rows.device
+    length = q * k
+    valid = score > -float("inf")  # (B, Q, k)
     # Compact anchor ids: equal anchor indices share an id in [0, length).
     sorted_rows, order = rows.reshape(b, length).sort(1)
     new = torch.ones_like(sorted_rows, dtype=torch.bool)
     new[:, 1:] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
-    rid = torch.empty_like(order).scatter_(1, order, new.cumsum(1) - 1).reshape(b, mc, k)
-    rid_flat = rid.reshape(b, length)
-    col_id = torch.arange(mc, device=dev)  # compacted references keep their ascending order
-    col_key = col_id[:, None].expand(mc, k).reshape(1, length)
+    rid_flat = torch.empty_like(order).scatter_(1, order, new.cumsum(1) - 1)  # (B, length)
+    col_id = torch.arange(q, device=dev)
+    col_key = col_id[:, None].expand(q, k).reshape(1, length)
     neg_inf = torch.full((b, length), -float("inf"), dtype=score.dtype, device=dev)
-    no_col = torch.full((b, length), mc, dtype=torch.int64, device=dev)
+    no_col = torch.full((b, length), q, dtype=torch.int64, device=dev)
+    sink = torch.full((b, q), length, dtype=torch.int64, device=dev)
 
+    # The round reads sizes from tensors only (it also runs as a torch.while_loop body).
     def one_round(taken: Tensor, anchor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """taken (B, length + 1) bool per anchor id (the last slot is a sink);
-        anchor (B, Mc) matched anchor id per reference, -1 when free."""
-        free = ~taken.gather(1, rid_flat).reshape(b, mc, k)
+        anchor (B, Q) matched anchor id per reference, -1 when free."""
+        rid3 = rid_flat.view_as(score)  # (B, Q, k); closures must not alias each other
+        free = ~taken.gather(1, rid_flat).view_as(score)
         avail = valid & free & (anchor < 0)[..., None]
         s = torch.where(avail, score, -float("inf"))
-        best, j = s.max(2)  # best free anchor of every free reference (ties: lower anchor)
-        s_flat = s.reshape(b, length)
+        j = s.argmax(2)  # best free anchor of every free reference (ties: lower anchor)
+        s_flat = s.flatten(1)
         row_best = neg_inf.scatter_reduce(1, rid_flat, s_flat, "amax")
-        is_best = avail.reshape(b, length) & (s_flat == row_best.gather(1, rid_flat))
+        is_best = avail.flatten(1) & (s_flat == row_best.gather(1, rid_flat))
         best_col = no_col.scatter_reduce(
-            1, rid_flat, torch.where(is_best, col_key, mc), "amin"
+            1, rid_flat, torch.where(is_best, col_key, no_col), "amin"
         )  # (B, length): best free reference of every anchor id (ties: lower reference)
-        prop = rid.gather(2, j[..., None]).squeeze(2)  # (B, Mc) proposed anchor id
-        accept = (best > -float("inf")) & (best_col.gather(1, prop) == col_id)
+        prop = rid3.gather(2, j[..., None]).squeeze(2)  # (B, Q) proposed anchor id
+        accept = avail.any(2) & (best_col.gather(1, prop) == col_id)
         anchor = torch.where(accept, prop, anchor)
-        taken = taken.scatter(1, torch.where(accept, prop, length), True)
+        taken = taken.scatter(1, torch.where(accept, prop, sink), True)
         return taken, anchor, accept.any()
 
     taken = torch.zeros((b, length + 1), dtype=torch.bool, device=dev)
-    anchor = torch.full((b, mc), -1, dtype=torch.int64, device=dev)
+    anchor = torch.full((b, q), -1, dtype=torch.int64, device=dev)
+    # Every round that finds a takeable pair takes at least the best one, so at
+    # most Q rounds take pairs, and the next one ends the loop.
     if _tracing():
 
-        def cond(i: Tensor, go: Tensor, taken: Tensor, anchor: Tensor) -> Tensor:
-            return go & (i < mc)
+        def cond(go: Tensor, taken: Tensor, anchor: Tensor) -> Tensor:
+            return go.clone()
 
-        def body(i: Tensor, go: Tensor, taken: Tensor, anchor: Tensor) -> tuple[Tensor, ...]:
+        def body(go: Tensor, taken: Tensor, anchor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             taken, anchor, go = one_round(taken, anchor)
-            return i + 1, go, taken, anchor
+            return go, taken, anchor
 
-        i0 = torch.zeros((), dtype=torch.int64, device=dev)
         go0 = torch.ones((), dtype=torch.bool, device=dev)
-        _, _, taken, anchor = torch.while_loop(cond, body, (i0, go0, taken, anchor))
+        _, taken, anchor = torch.while_loop(cond, body, (go0, taken, anchor))
     else:
-        # Every round with a takeable pair takes at least the best one: at most
-        # min(Mc, k) productive rounds, then one that finds nothing.
-        for _ in range(min(mc, k) + 1):
+        for _ in range(q + 1):
             taken, anchor, go = one_round(taken, anchor)
             if not bool(go):
                 break
@@ -364,31 +453,62 @@ def _greedy(scan: _Scan, threshold: float) -> Tensor:
     id_to_row = torch.zeros((b, length), dtype=torch.int64, device=dev).scatter_(
         1, rid_flat, rows.reshape(b, length)
     )
-    matched = anchor >= 0
-    row = torch.where(matched, id_to_row.gather(1, anchor.clamp_min(0)), n)  # (B, Mc), n = sink
-    out.scatter_(1, row, torch.where(matched, cols, NO_MATCH))
-    return out[:, :n]
+    return torch.where(anchor >= 0, id_to_row.gather(1, anchor.clamp_min(0)), -1)
 
 
-def _bipartite(scan: _Scan, threshold: float, eps: float, share_max: bool) -> Tensor:
+def _greedy(scan: _Scan, cs: _Columns, thr: Tensor, out: Tensor) -> Tensor:
+    """The greedy one-to-one matching (before recovery), written into ``out``."""
+    n = scan.x.shape[1]
+    q = cs.cols.shape[1]
+    if q == 0:
+        return out
+    bound = torch.sym_min(q, n)  # a reference's match is among its first `bound` anchors
+    if _tracing():
+        row = _rounds(*_candidates(scan, cs, thr, bound))
+    else:
+        # Usually every reference is matched within its first few anchors. Greedy
+        # matching restricted to the first k anchors of every reference is exact
+        # when each reference left unmatched had all its takeable pairs among
+        # them; otherwise the lists grow.
+        k = min(_FIRST_ANCHORS, bound)
+        while True:
+            rows, score = _candidates(scan, cs, thr, k)
+            row = _rounds(rows, score)
+            if k == bound or not bool(((row < 0) & (score > -float("inf")).all(2)).any()):
+                break
+            k = min(2 * k, bound)
+    image = torch.arange(row.shape[0], device=row.device)[:, None]
+    matched = row >= 0  # (B, Q)
+    index = (image * n + row.clamp_min(0))[matched]
+    return _fill(out, index, cs.cols[matched])
+
+
+def _bipartite(
+    scan: _Scan, threshold: float, eps: float, share_max: bool, out: Tensor, recover: bool = True
+) -> Tensor:
     x, sign = scan.x, scan.sign
-    b, n, _ = x.shape
-    match = _greedy(scan, threshold)
+    thr = torch.full((), sign * threshold, dtype=x.dtype, device=x.device)
+    cs = _columns(scan, scan.colmax > thr)  # references that can be matched at all
+    # Anchors still -1 in `out` after the greedy part are exactly those the
+    # recovery may fill (anchors filled before this matcher stay as they are).
+    out = _greedy(scan, cs, thr, out)
+    if not recover:
+        return out
     # Recovery: an anchor reaching (within eps) the column maximum of a reference
     # that can match takes its best reference. cmax = +inf marks the others.
-    thr = torch.full((), sign * threshold, dtype=x.dtype, device=x.device)
     cmax = torch.where(scan.colmax > thr, scan.colmax, float("inf"))  # (B, M)
-    flags = (scan.gmax + eps >= cmax[:, None, :]).any(-1)  # (B, G) groups that may hold one
-    rows, index = _flagged_rows(scan, flags)
-    best, arg = _row_best(rows, sign)  # (B, N) or (R, 1)
+    # Only anchors reaching some column maximum can pass (share_max=False asks it
+    # of their best reference).
+    index = _reaching(scan, cs, torch.where(cs.ok, cmax.gather(1, cs.cols), float("inf")), eps)
+    rows = _rows(scan, index)
+    best, arg = _best(rows, sign)  # (B, N) or (R, 1)
     cm = _per_row(scan, index, cmax)  # (B, 1, M) or (R, 1, M)
     if share_max:
         y = rows if sign > 0 else rows.neg()
         near = (y + eps >= cm).any(-1)
     else:
         near = best + eps >= cm.expand(*arg.shape, cm.shape[-1]).gather(-1, arg[..., None]).squeeze(-1)
-    recovered = _scatter_rows(torch.where(near, arg, NO_MATCH), index, b, n, NO_MATCH)
-    return torch.where(match < 0, recovered, match)
+    return _fill(out, index, torch.where(near, arg, NO_MATCH))
 
 
 def _check_bipartite_args(threshold: object, is_ascend: object, eps: object, share_max: object) -> None:
@@ -447,13 +567,10 @@ def bipartite_match(
     x = _check_x(x)
     _check_bipartite_args(threshold, is_ascend, eps, share_max)
     _check_bool("recover", recover)
-    b, n, m = x.shape
-    if n == 0 or m == 0:
-        return torch.full((b, n), NO_MATCH, dtype=torch.int64, device=x.device)
-    scan = _scan(x, -1 if is_ascend else 1)
-    if not recover:
-        return _greedy(scan, threshold)
-    return _bipartite(scan, threshold, eps, share_max)
+    out = _no_match(x)
+    if x.shape[1] == 0 or x.shape[2] == 0:
+        return out
+    return _bipartite(_scan(x, -1 if is_ascend else 1), threshold, eps, share_max, out, recover)
 
 
 # --------------------------------------------------------------------------- modules
@@ -480,8 +597,8 @@ class MaximumMatcher(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return maximum_match(x, self.threshold)
 
-    def _match_scan(self, cache: _ScanCache) -> Tensor:
-        return _maximum(cache.get(1), self.threshold)
+    def _match_into(self, cache: _ScanCache, out: Tensor) -> Tensor:
+        return _maximum(cache.get(1), self.threshold, out)
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold}"
@@ -522,9 +639,9 @@ class BipartiteMatcher(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return bipartite_match(x, self.threshold, self.is_ascend, self.eps, self.share_max)
 
-    def _match_scan(self, cache: _ScanCache) -> Tensor:
+    def _match_into(self, cache: _ScanCache, out: Tensor) -> Tensor:
         scan = cache.get(-1 if self.is_ascend else 1)
-        return _bipartite(scan, self.threshold, self.eps, self.share_max)
+        return _bipartite(scan, self.threshold, self.eps, self.share_max, out)
 
     def extra_repr(self) -> str:
         return (
@@ -574,9 +691,11 @@ def composite_match(x: Tensor, matchers: Sequence[nn.Module]) -> Tensor:
         return result
     cache = _ScanCache(x)
     for mt in matchers:
-        fn = getattr(mt, "_match_scan", None)
-        match = fn(cache) if callable(fn) else mt(x).to(torch.int64)
-        result = torch.where(result < 0, match, result)
+        fill = getattr(mt, "_match_into", None)
+        if callable(fill):
+            result = fill(cache, result)
+        else:
+            result = torch.where(result < 0, mt(x).to(torch.int64), result)
     return result
 
 
