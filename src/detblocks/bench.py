@@ -104,6 +104,10 @@ TARGET_RATIO = {"ssd_targets": 0.5, "rpn_targets": 0.5, "ssd_decode": 0.33, "iou
 #: ``stds=(0.1, 0.1, 0.2, 0.2)``.
 SSD_STDS = (0.1, 0.1, 0.2, 0.2)
 
+#: Time after which a sweep cell stops repeating its timed calls (the largest cells take
+#: seconds per call; their medians gain little from more of them).
+SWEEP_CELL_BUDGET_S = 20.0
+
 #: Default output of the sweep plot (``runs/`` is not tracked).
 DEFAULT_PLOT = Path("runs") / "bench" / "sweep.png"
 
@@ -883,9 +887,16 @@ def _available_mb() -> float | None:
 
 
 def _run_sweep_cell(
-    cell: SweepCell, iou: torch.nn.Module, match: torch.nn.Module, reps: int, device: torch.device
+    cell: SweepCell,
+    iou: torch.nn.Module,
+    match: torch.nn.Module,
+    reps: int,
+    device: torch.device,
+    budget_s: float = SWEEP_CELL_BUDGET_S,
 ) -> None:
-    """Fill ``cell`` with its median IoU and matcher milliseconds and its peak memory."""
+    """Fill ``cell`` with its median IoU and matcher milliseconds and its peak memory.
+
+    Makes ``reps`` timed calls, fewer (at least one) once ``budget_s`` seconds are spent."""
     sync = _synchronizer(device)
     gen = torch.Generator().manual_seed(SEED + cell.n + 7 * cell.m)
     anchors = random_boxes(gen, cell.n, (1000, 1000), 8.0, 512.0)[None].to(device)  # (1, N, 4)
@@ -910,6 +921,8 @@ def _run_sweep_cell(
         match_t.clear()
     cell.peak_mb = peak_memory_mb(call, device)  # also the first timed call
     for _ in range(max(1, reps) - 1):
+        if (sum(iou_t) + sum(match_t)) / 1e3 > budget_s:
+            break
         call()
     cell.iou_ms, cell.match_ms = statistics.median(iou_t), statistics.median(match_t)
 
@@ -927,11 +940,11 @@ def sweep(
 
     Anchors are random boxes (sizes 8-512 px) and references random boxes (16-512 px)
     in a 1000x1000 image, from a fixed seed. Per cell: one warm-up call (skipped above
-    1e8 pairs, where every call pays its page faults anyway), then ``reps`` timed calls,
-    median reported; the first timed call also gives the cell's peak extra memory. A
-    cell is skipped when it has more than ``max_pairs`` pairs, or when the bytes per
-    pair of the previous cell with the same M predict more than 80% of the memory
-    available now.
+    1e8 pairs, where every call pays its page faults anyway), then ``reps`` timed calls
+    (fewer once the cell has spent ``SWEEP_CELL_BUDGET_S``), median reported; the first
+    timed call also gives the cell's peak extra memory. A cell is skipped when it has
+    more than ``max_pairs`` pairs, or when the bytes per pair of the previous cell with
+    the same M predict more than 80% of the memory available now.
     """
     from detblocks import bbox, matcher
 
@@ -1061,7 +1074,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--sweep-n", type=_int_list, help="anchor counts (default 1e3,1e4,1e5,1e6)")
     ap.add_argument("--sweep-m", type=_int_list, help="reference counts (default 1,10,100,1000)")
-    ap.add_argument("--sweep-reps", type=int, help="timed calls per sweep cell (default 3; 1 with --quick)")
+    ap.add_argument(
+        "--sweep-reps",
+        type=int,
+        help="timed calls per sweep cell, fewer past 20 s (default 3; 1 with --quick)",
+    )
     ap.add_argument(
         "--max-pairs", type=float, default=1e9, help="skip sweep cells above this many N x M pairs"
     )
