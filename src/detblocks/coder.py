@@ -326,11 +326,16 @@ def encode_boxes_per_class(
     keys = torch.cat([keys, keys.new_full((batch, max_pos), -1)], dim=1)  # (B, N + max_pos)
     picked = keys.topk(max_pos, dim=1).indices  # (B, K)
     real = picked < n  # (B, K)
-    index = torch.where(real, picked, 0)  # (B, K), fillers read anchor 0 and are masked
+    # Fillers read one appended ignored anchor (row N), so the gathers are valid even for N = 0.
+    index = torch.where(real, picked, n)  # (B, K)
+    anchors = torch.cat([anchors.expand(batch, -1, -1), anchors.new_zeros(batch, 1, 4)], dim=1)
+    samples = torch.cat([samples, samples.new_full((batch, 1), _IGNORE)], dim=1)
+    matches = torch.cat([matches, matches.new_full((batch, 1), NO_MATCH)], dim=1)
+    ref_labels = torch.cat([ref_labels, ref_labels.new_zeros(batch, 1)], dim=1)
 
-    picked_anchors = torch.gather(anchors.expand(batch, -1, -1), 1, index[:, :, None].expand(-1, -1, 4))
+    picked_anchors = torch.gather(anchors, 1, index[:, :, None].expand(-1, -1, 4))
     targets, masks = encode_boxes(
-        torch.where(real, torch.gather(samples, 1, index), _IGNORE),
+        torch.gather(samples, 1, index),
         torch.gather(matches, 1, index),
         picked_anchors,
         refs,
