@@ -62,7 +62,8 @@ vgg*             ``conv{n}_fwd``, ``batchnorm{n}_fwd``,           ``features.{i}
    ``batchnorm2`` (-> ``features.1.conv.2``) exist.
 
 Relu6 names ending in ``_fwd`` instead of ``_relu6`` are accepted too. The same
-tables are the module constants :data:`GLUONCV_NETWORKS` and :data:`GLUONCV_OUTPUTS`.
+tables are the module constants :data:`GLUONCV_NETWORKS` and :data:`GLUONCV_OUTPUTS`;
+:func:`gluoncv_output_names` lists every GluonCV name of one network.
 The SSD configurations of GluonCV, for example, read ``stage3_activation1`` and
 ``stage4_activation1`` of ``resnet18_v1`` (= ``layer3``, ``layer4``) and
 ``stage3_activation5``, ``stage4_activation2`` of ``resnet50_v1``; its FPN
@@ -121,6 +122,7 @@ __all__ = [
     "FPNFeatureExpander",
     "GLUONCV_NETWORKS",
     "GLUONCV_OUTPUTS",
+    "gluoncv_output_names",
     "pretrained_weights_path",
 ]
 
@@ -221,7 +223,7 @@ def _summarize(names: Sequence[str], limit: int = 120) -> str:
             parts.append(item)
             continue
         nums = sorted(set(groups[item]))
-        if len(nums) > 2 and nums == list(range(nums[0], nums[-1] + 1)):
+        if len(nums) > 1 and nums == list(range(nums[0], nums[-1] + 1)):
             parts.append(f"{item[0]}{{{nums[0]}..{nums[-1]}}}{item[1]}")
         else:
             parts.extend(f"{item[0]}{k}{item[1]}" for k in nums)
@@ -284,10 +286,40 @@ def _gluoncv_names(alias: str, model: nn.Module) -> dict[str, str]:
     return _vgg_names(model)
 
 
+def gluoncv_output_names(network: str, **kwargs: Any) -> dict[str, str]:
+    """GluonCV output names of a GluonCV model name and the torchvision node each maps to.
+
+    The network is built on the ``meta`` device (structure only, no weights), so
+    this is cheap even for large models.
+
+    Args:
+        network: one of the GluonCV names of :data:`GLUONCV_NETWORKS`.
+        **kwargs: passed to the torchvision model builder.
+
+    Returns:
+        ``{gluoncv_name: torchvision_node}`` in network order (the names of
+        :data:`GLUONCV_OUTPUTS`, relu6 names in their ``_relu6`` form).
+
+    Example:
+        >>> from detblocks.feature import gluoncv_output_names
+        >>> names = gluoncv_output_names("resnet50_v1")
+        >>> names["stage3_activation5"], names["stage4_activation2"]
+        ('layer3.5', 'layer4.2')
+    """
+    if not isinstance(network, str) or network.lower() not in GLUONCV_NETWORKS:
+        raise ValueError(
+            f"network must be one of the GluonCV names {list(GLUONCV_NETWORKS)}, got {network!r}"
+        )
+    alias = network.lower()
+    with torch.device("meta"):
+        model = torchvision.models.get_model(GLUONCV_NETWORKS[alias], weights=None, **kwargs)
+    return _gluoncv_names(alias, model)
+
+
 def _canonical(name: str) -> str:
     """GluonCV output name without the ``_output`` suffix, relu6 names in their ``_relu6`` form."""
     name = name.removesuffix("_output")
-    return re.sub(r"(relu6\d+)_fwd$", r"\1_relu6", name)
+    return re.sub(r"^(features_(?:linearbottleneck\d+_)?relu6[01])_fwd$", r"\1_relu6", name)
 
 
 def _family(alias: str) -> str:
@@ -437,6 +469,10 @@ def _extract(
     try:
         return create_feature_extractor(model, return_nodes={n: n for n in dict.fromkeys(nodes)})
     except ValueError as err:
+        if isinstance(err, torch.fx.proxy.TraceError):
+            raise TypeError(
+                f"{label} cannot be traced by torch.fx, which feature extraction needs: {err}"
+            ) from err
         missing_name = err  # most likely a name that is not in the graph: explained below
     except Exception as err:
         raise TypeError(
@@ -852,11 +888,11 @@ class FPNFeatureExpander(FeatureExtractor):
                     f"{self.outputs[k]!r}: with use_1x1 all num_filters must be equal, without it all "
                     f"outputs must have the same channels (num_filters={filters}, channels={in_ch})"
                 )
-            if k < n - 1 and run_st > in_st[k]:
+            if k < n - 1 and run_st != in_st[k]:
                 raise ValueError(
-                    f"the top-down map (stride {run_st}) is coarser than output {self.outputs[k]!r} "
-                    f"(stride {in_st[k]}) and cannot be added to it; outputs must be finest first, "
-                    "each at most twice as fine as the next (or equally fine with use_upsample=False)"
+                    f"the top-down map reaches output {self.outputs[k]!r} at stride {run_st}, but that "
+                    f"output has stride {in_st[k]} (strides {in_st}); outputs must be finest first, each "
+                    "with half the stride of the next (the same stride with use_upsample=False)"
                 )
             run_st = in_st[k]
             strides[k] = run_st
