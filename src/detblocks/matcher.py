@@ -301,7 +301,7 @@ def maximum_match(x: Tensor, threshold: float) -> Tensor:
     x = _check_x(x)
     threshold = check_number("threshold", threshold)
     out = _no_match(x)
-    if x.shape[1] == 0 or x.shape[2] == 0:
+    if 0 in x.shape:  # no image, anchor or reference: nothing to match
         return out
     return _maximum(_scan(x, 1), threshold, out)
 
@@ -568,7 +568,7 @@ def bipartite_match(
     _check_bipartite_args(threshold, is_ascend, eps, share_max)
     _check_bool("recover", recover)
     out = _no_match(x)
-    if x.shape[1] == 0 or x.shape[2] == 0:
+    if 0 in x.shape:  # no image, anchor or reference: nothing to match
         return out
     return _bipartite(_scan(x, -1 if is_ascend else 1), threshold, eps, share_max, out, recover)
 
@@ -687,7 +687,7 @@ def composite_match(x: Tensor, matchers: Sequence[nn.Module]) -> Tensor:
     matchers = _check_matchers(matchers)
     b, n, m = x.shape
     result = torch.full((b, n), NO_MATCH, dtype=torch.int64, device=x.device)
-    if n == 0 or m == 0:
+    if 0 in x.shape:  # no image, anchor or reference: nothing to match
         return result
     cache = _ScanCache(x)
     for mt in matchers:
