@@ -298,3 +298,18 @@ def test_site_builds_strictly_and_offline(tmp_path):
     assert "fonts.googleapis.com" not in html and "fonts.gstatic.com" not in html
     # Every docstring role that names a detblocks object became a link.
     assert not re.search(r'<span title="detblocks\.[^"]*"><code>', html), "unresolved cross-reference"
+
+
+def test_overview_table_lists_every_public_block_and_function():
+    rows = {}
+    for line in (DOCS / "index.md").read_text().splitlines():
+        head = re.match(r"\| \[`detblocks(?:\.(\w+))?`\]\(api/", line)
+        if head:
+            rows[head.group(1) or ""] = set(re.findall(r"`(\w+)`", line.split("|", 2)[2]))
+    for module in (*MODULES, "conventions"):
+        mod = importlib.import_module(f"detblocks.{module}")
+        public = {n for n in mod.__all__ if inspect.isclass(getattr(mod, n)) or callable(getattr(mod, n))}
+        shown = rows.get(module, set())
+        assert public <= shown, f"docs/index.md: detblocks.{module} row lacks {sorted(public - shown)}"
+        unknown = {n for n in shown if not hasattr(mod, n)}
+        assert not unknown, f"docs/index.md: detblocks.{module} has no {sorted(unknown)}"
