@@ -349,6 +349,25 @@ def test_class_decoders_match_reference(thresh, dtype):
                 assert float(per_scores[b, n, c]) == (row[c] if row[c] > thresh else 0.0)
 
 
+def test_class_decoders_drop_scores_equal_to_thresh(dtype):
+    x = torch.tensor([[[0.5, 0.25, 0.125], [0.25, 0.375, 0.375]]], dtype=dtype)
+    cls_id, scores = decode_class(x, thresh=0.25)
+    assert torch.equal(cls_id, torch.tensor([[-1, 0]]))  # 0.25 is not above 0.25; ties take the first
+    per_id, _ = decode_per_class(x, thresh=0.25)
+    assert torch.equal(per_id, torch.tensor([[[-1, -1], [0, 1]]]))
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_class_decoders_compare_half_scores_with_the_exact_thresh(half):
+    """0.3 is not a half value: a score just above 0.3 must stay, one just below must go."""
+    above = torch.tensor(0.3, dtype=half)
+    above = above if float(above) > 0.3 else torch.nextafter(above, torch.tensor(1.0, dtype=half))
+    below = torch.nextafter(above, torch.tensor(0.0, dtype=half))
+    x = torch.stack([torch.zeros_like(above), above, below]).reshape(1, 1, 3)
+    assert torch.equal(decode_per_class(x, thresh=0.3)[0], torch.tensor([[[0, -1]]]))
+    assert torch.equal(MultiClassDecoder(thresh=0.3)(x)[0], torch.tensor([[0]]))
+
+
 def test_class_decoders_on_axis_1():
     x = torch.softmax(torch.randn(2, 10, 4), dim=-1)
     for a, b in zip(decode_class(x.transpose(1, 2), axis=1), decode_class(x)):
