@@ -140,7 +140,9 @@ def test_activation_names(name):
 
 
 @pytest.mark.parametrize(
-    "activation", [nn.ReLU(), nn.ReLU, nn.LeakyReLU(0.2), torch.relu, lambda t: t.clamp(0, 6)], ids=str
+    "activation",
+    [nn.ReLU(), nn.ReLU, nn.LeakyReLU(0.2), torch.relu, lambda t: t.clamp(0, 6)],
+    ids=["module", "module-class", "leaky-module", "function", "lambda"],
 )
 def test_activation_modules_and_callables(activation):
     x = torch.randn(2, 3, 4, 4)
