@@ -25,7 +25,7 @@ unit: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
 
 test: lint unit docs
 
