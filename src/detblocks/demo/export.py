@@ -18,9 +18,9 @@ from .evaluate import Detections
 __all__ = ["export_onnx", "check_onnx", "compare_detections", "BOX_ATOL", "SCORE_ATOL", "MAX_TIE_SWAPS"]
 
 #: Largest box coordinate difference (pixels) accepted between onnxruntime and eager PyTorch.
-BOX_ATOL = 1e-3
+BOX_ATOL = 1e-2
 #: Largest score difference accepted between onnxruntime and eager PyTorch.
-SCORE_ATOL = 1e-5
+SCORE_ATOL = 1e-4
 #: Largest share of detections allowed to be near-tie swaps (see :func:`compare_detections`).
 MAX_TIE_SWAPS = 0.01
 

@@ -63,7 +63,7 @@ class DemoConfig:
     val_data: str | None = None
     val_images: str | None = None
     val_fraction: float = 0.2
-    train_size: int = 4000
+    train_size: int = 3000
     val_size: int = 500
     iters: int | None = None
     lr: float = 3e-3
