@@ -217,9 +217,27 @@ def test_larger_random_against_reference():
             assert torch.equal(bipartite_match(x, share_max=share_max), want), kind
 
 
+def test_wide_matrix_against_reference():
+    """M > 256 folds the anchors into more blocks, reduced block by block."""
+    gen = torch.Generator().manual_seed(4)
+    x = random_scores(gen, 1, 120, 260, "sparse").float()
+    assert 120 // -(-120 // matcher._fold(260)) > 16
+    for share_max in (True, False):
+        assert torch.equal(
+            bipartite_match(x, share_max=share_max), batched(reference_bipartite, x, share_max=share_max)
+        )
+    assert torch.equal(maximum_match(x, 0.75), batched(reference_maximum, x, 0.75))
+
+
 def test_iou_like_with_padding_against_reference():
     """Real boxes: IoU with padded (-1) ground truth, as the detection pipelines produce it."""
-    from torchvision.ops import box_iou
+
+    def box_iou(a, b):
+        lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+        rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+        inter = (rb - lt).clamp_min(0).prod(-1)
+        area = lambda t: (t[:, 2:] - t[:, :2]).clamp_min(0).prod(-1)  # noqa: E731
+        return inter / (area(a)[:, None] + area(b)[None, :] - inter)
 
     gen = torch.Generator().manual_seed(5)
     xy = torch.rand(2, 120, 2, generator=gen) * 100
@@ -355,6 +373,16 @@ def test_ties_follow_row_major_order():
     # greedy takes (0, 0), (1, 1); anchors 2, 3 tie every column maximum -> their argmax 0
     assert bipartite_match(x, recover=False).tolist() == [[0, 1, -1, -1]]
     assert bipartite_match(x).tolist() == [[0, 1, 0, 0]]
+
+
+def test_non_contiguous_input_requiring_grad():
+    gen = torch.Generator().manual_seed(2)
+    base = random_scores(gen, 2, 6, 40, "ties").float()
+    x = base.transpose(1, 2).requires_grad_()  # (2, 40, 6), not contiguous
+    want = batched(reference_bipartite, x.detach())
+    assert torch.equal(bipartite_match(x), want)
+    out = CompositeMatcher([BipartiteMatcher(), MaximumMatcher(0.5)])(x)
+    assert torch.equal(out[want >= 0], want[want >= 0])
 
 
 def test_float16_extremes():

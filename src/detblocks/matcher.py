@@ -14,11 +14,13 @@ matched to each anchor, or :data:`~detblocks.conventions.NO_MATCH` (``-1``).
 
 How the bipartite matcher avoids sorting all ``N * M`` pairs
 -------------------------------------------------------------
-1. *One pass over x* cuts the N anchors into :data:`FOLD` consecutive blocks
-   of ``S = ceil(N / FOLD)`` anchors and takes, for every reference, the
-   maximum over the blocks at each position: group ``g`` holds the anchors
+1. *One pass over x* cuts the N anchors into ``F`` consecutive blocks of
+   ``S = ceil(N / F)`` anchors and takes, for every reference, the maximum
+   over the blocks at each position: group ``g`` holds the anchors
    ``g, g + S, g + 2S, ...`` (``Tensor[B, S, M]``; a reduction over the outer
-   axis, the cheapest there is). The column maxima follow from it.
+   axis, the cheapest there is). ``F`` is :data:`FOLD`, or up to 256 when
+   M is large, so that the group maxima stay within ``8 N`` numbers. The
+   column maxima follow from them.
 2. *Candidates.* The greedy matching takes at most ``c`` pairs, ``c`` being the
    number of references whose column maximum is above the threshold, so a
    reference is matched to one of its first ``c`` anchors in the visiting
@@ -39,7 +41,7 @@ How the bipartite matcher avoids sorting all ``N * M`` pairs
    are read again. :func:`maximum_match` likewise reads only groups whose
    maximum reaches its threshold.
 
-Memory beyond ``x`` is ``O(N * M / FOLD + c * k * FOLD)``; no other
+Memory beyond ``x`` is ``O(N * M / F + c * k * F)``; no other
 ``(B, N, M)`` tensor is made, except one cleaned copy of ``x`` when it holds
 NaN (a NaN score never matches: it counts as the worst possible score).
 
@@ -78,10 +80,16 @@ __all__ = [
     "CompositeMatcher",
 ]
 
-#: Blocks the anchors are cut into for the one pass over ``x``: the group
-#: maxima take 1/FOLD of ``x``'s memory, and the reduction over 16 blocks runs
-#: at memory speed.
+#: Blocks the anchors are cut into for the one pass over ``x`` (for M <= 256):
+#: the group maxima take 1/FOLD of ``x``'s memory, and torch's reduction over
+#: 16 blocks runs at memory speed.
 FOLD: int = 16
+
+
+def _fold(m: int) -> int:
+    """Blocks for M references: FOLD, or M / 8 (at most 256) for wide matrices."""
+    return FOLD if m <= 256 else max(FOLD, min(256, m // 8))
+
 
 # Eager mode first gives every reference this many candidate anchors (the
 # lists grow when a reference might need more); tracing uses the bound min(M, N).
@@ -131,7 +139,13 @@ def _group_best(x: Tensor, sign: int, fold: int) -> tuple[Tensor, int]:
     full = n // g  # blocks of G anchors; the last n - full * g anchors are a partial block
     rest = n - full * g
     reduce, pairwise = (torch.amax, torch.maximum) if sign > 0 else (torch.amin, torch.minimum)
-    best = reduce(x[:, : full * g].reshape(b, full, g, m), 1)  # (B, G, M)
+    blocks = x[:, : full * g].reshape(b, full, g, m)
+    if full <= 16:
+        best = reduce(blocks, 1)  # (B, G, M)
+    else:  # block by block: the running maximum stays small, torch's reduction would not
+        best = pairwise(blocks[:, 0], blocks[:, 1])
+        for j in range(2, full):
+            pairwise(best, blocks[:, j], out=best)
     if rest:
         head = best[:, :rest]
         pairwise(head, x[:, full * g :], out=head)
@@ -139,19 +153,19 @@ def _group_best(x: Tensor, sign: int, fold: int) -> tuple[Tensor, int]:
 
 
 def _scan(x: Tensor, sign: int) -> _Scan:
-    x = x.contiguous()  # the gathers below index x's memory directly
+    x = x.detach().contiguous()  # matching is not differentiable; gathers index x's memory
     worst = -sign * float("inf")
     if _tracing():
         # Shapes must not depend on N % FOLD: every anchor is its own group.
         x = torch.where(torch.isnan(x), worst, x)
         y = x if sign > 0 else x.neg()
         return _Scan(x, sign, 1, y, y.amax(1))
-    gmax, size = _group_best(x, sign, FOLD)
+    gmax, size = _group_best(x, sign, _fold(x.shape[2]))
     colmax = gmax.amax(1)
     # A NaN anywhere shows up in its column maximum; clean a copy only then.
     if bool(torch.isnan(colmax).any()):
         x = torch.where(torch.isnan(x), worst, x)
-        gmax, size = _group_best(x, sign, FOLD)
+        gmax, size = _group_best(x, sign, _fold(x.shape[2]))
         colmax = gmax.amax(1)
     return _Scan(x, sign, size, gmax, colmax)
 
@@ -464,7 +478,11 @@ def _greedy(scan: _Scan, cs: _Columns, thr: Tensor, out: Tensor) -> Tensor:
         return out
     bound = torch.sym_min(q, n)  # a reference's match is among its first `bound` anchors
     if _tracing():
-        row = _rounds(*_candidates(scan, cs, thr, bound))
+        row = _rounds(*_candidates(scan, cs, thr, bound))  # (B, Q)
+        # Written through a dense (B, N + 1) buffer: no data-dependent shapes.
+        buf = torch.full((out.shape[0], n + 1), NO_MATCH, dtype=torch.int64, device=out.device)
+        buf.scatter_(1, torch.where(row >= 0, row, n), torch.where(row >= 0, cs.cols, NO_MATCH))
+        return _fill(out, None, buf[:, :n])
     else:
         # Usually every reference is matched within its first few anchors. Greedy
         # matching restricted to the first k anchors of every reference is exact
