@@ -153,8 +153,10 @@ def check_number(
 def check_four(name: str, value: object) -> tuple[float, float, float, float]:
     """A sequence of four numbers (``stds``/``means``)."""
     try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
         vals = tuple(float(v) for v in value)  # type: ignore[union-attr]
-    except TypeError:
+    except (TypeError, ValueError):
         raise TypeError(f"{name} must be a sequence of 4 numbers, got {value!r}") from None
     if len(vals) != 4:
         raise ValueError(f"{name} must have 4 values, got {len(vals)}: {value!r}")

@@ -328,7 +328,9 @@ def clip_to_image(
         w_max: int | float | Tensor = img.shape[-1]
     else:
         if height is None or width is None:
-            raise ValueError("clip_to_image needs img, or both height and width")
+            raise ValueError(
+                f"clip_to_image needs img, or both height and width, got height={height!r}, width={width!r}"
+            )
         h_max, w_max = (_bound(name, v, x) for name, v in (("height", height), ("width", width)))
     xmin, ymin, xmax, ymax = x.unbind(-1)
     return torch.stack(

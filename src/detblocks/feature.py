@@ -624,6 +624,10 @@ class FeatureExtractor(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:
         """x (Tensor[B, C, H, W]) -> list of Tensor[B, channels[i], H_i, W_i]."""
         _check_input(x)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"x must have C = {self.in_channels} (in_channels) channels, got shape {shape_str(x)}"
+            )
         out = self.body(x)
         return [out[n] for n in self.return_nodes]
 
