@@ -1,0 +1,515 @@
+"""Reliability: hostile inputs, numerical edge cases, half precision, determinism, gradients.
+
+* **Bad input.** One table, :data:`BAD_INPUTS`, lists malformed calls of every public
+  component (wrong rank, a last axis that is not 4, mismatched batch sizes, integer boxes,
+  non-tensor arguments, empty axes where they are an error, out-of-range indices, unknown
+  strings) and the error each must raise: a ``ValueError``/``TypeError`` whose message names
+  the argument and what was received. A test keeps the table covering every public name,
+  and no ``assert`` statement checks arguments anywhere in the package.
+* **Degenerate but legal input.** Empty batch, no anchors, no references: every component
+  returns well-defined outputs of the right shape (:data:`DEGENERATE`).
+* **NaN and infinity.** A box with a NaN or infinite coordinate has IoU 0 with every box,
+  never becomes a match, a positive sample, or a non-finite target that a mask keeps;
+  decoders give finite boxes for huge and infinite predictions.
+* **Fuzzing.** Generated boxes (inverted, zero-area, 1e-6 to 1e6 px) and padding through
+  the whole target pipeline: only documented errors, outputs within documented ranges.
+* **Half precision.** float16/bfloat16 IoU, matches and encodings against float32, with
+  near-ties defined by the rounding of the inputs (:func:`iou_rounding_bound`).
+* **Determinism** of the random sampler across runs, processes, thread counts and
+  generator kinds, and of the whole target pipeline across thread counts.
+* **Gradients**: float64 ``gradcheck`` of every differentiable part.
+
+The measured numbers quoted in ``docs/guarantees.md`` come from these tests.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import detblocks
+from detblocks import bbox, coder, feature, matcher, predictor, sampler
+from detblocks.bbox import (
+    BBoxArea,
+    BBoxBatchIOU,
+    BBoxCenterToCorner,
+    BBoxClipToImage,
+    BBoxCornerToCenter,
+    BBoxSplit,
+    bbox_split,
+    box_area,
+    box_iou,
+    center_to_corner,
+    clip_to_image,
+    corner_to_center,
+)
+from detblocks.coder import (
+    MultiClassDecoder,
+    MultiClassEncoder,
+    MultiPerClassDecoder,
+    NormalizedBoxCenterDecoder,
+    NormalizedBoxCenterEncoder,
+    NormalizedPerClassBoxCenterEncoder,
+    SigmoidClassEncoder,
+    decode_boxes,
+    decode_class,
+    decode_per_class,
+    encode_boxes,
+    encode_boxes_per_class,
+    encode_class,
+    encode_sigmoid_class,
+)
+from detblocks.conventions import Sample
+from detblocks.feature import (
+    FeatureExpander,
+    FeatureExtractor,
+    FPNFeatureExpander,
+    gluoncv_output_names,
+    pretrained_weights_path,
+)
+from detblocks.matcher import (
+    BipartiteMatcher,
+    CompositeMatcher,
+    MaximumMatcher,
+    bipartite_match,
+    composite_match,
+    maximum_match,
+)
+from detblocks.predictor import ConvPredictor, FCPredictor
+from detblocks.sampler import (
+    NaiveSampler,
+    OHEMSampler,
+    QuotaSampler,
+    QuotaSamplerOp,
+    QuotaSamplerProp,
+    naive_sample,
+    ohem_sample,
+    quota_sample,
+)
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "detblocks"
+POS, NEG, IGN = int(Sample.POSITIVE), int(Sample.NEGATIVE), int(Sample.IGNORE)
+FLOATS = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+HALVES = [torch.float16, torch.bfloat16]
+#: Unit roundoff of the half dtypes: a coordinate c is stored with an error of at most u * |c|.
+UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+
+
+def _ids(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+# ======================================================================= inputs
+def boxes(
+    *shape: int, seed: int = 0, scale: float = 100.0, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Valid corner boxes ``(*shape, 4)``: sides between 1 and ``scale`` px."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(*shape, 2, generator=g, dtype=torch.float64) * scale
+    wh = torch.rand(*shape, 2, generator=g, dtype=torch.float64) * (scale - 1) + 1
+    return torch.cat([xy, xy + wh], -1).to(dtype)
+
+
+def _tiny_backbone() -> nn.Module:
+    """A three-conv network ``torch.fx`` traces in milliseconds: outputs ``"1"`` (stride 2)
+    and ``"3"`` (stride 4) with 8 and 16 channels."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+    )
+
+
+# ======================================================================= bad input
+@dataclass(frozen=True)
+class Bad:
+    """A malformed call, the error it raises, the argument its message names and the part
+    of the message that says what was received."""
+
+    component: str
+    kind: str
+    call: Callable[[], object]
+    exc: type[Exception]
+    arg: str
+    got: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.component}-{self.kind}"
+
+
+A = boxes(2, 5)  # (B=2, N=5, 4)
+R = boxes(2, 3, seed=1)  # (B=2, M=3, 4)
+S = torch.tensor([[POS, NEG, IGN, NEG, POS], [NEG, POS, NEG, IGN, NEG]])  # samples (2, 5)
+MT = torch.tensor([[0, -1, -1, -1, 2], [-1, 1, -1, -1, -1]])  # matches (2, 5)
+L = torch.tensor([[0, 1, 2], [2, 1, 0]])  # reference class ids (2, 3)
+X = torch.rand(2, 5, 3)  # similarity / IoU matrix (2, 5, 3)
+LOGITS = torch.randn(2, 5, 4)
+IMG = torch.zeros(2, 3, 48, 64)
+QUOTA = (8, 0.5, 0.3)  # num_sample, pos_thresh, neg_thresh_high
+OP_ARGS = (8, 0.5, 0.3, 0.0, 0.5, 0.5, True)  # hyper-parameters of QuotaSamplerOp
+
+
+def _op(matches=MT, ious=X, keys=None, *params):
+    return QuotaSamplerOp(matches, ious, torch.rand(2, 5) if keys is None else keys, *(params or OP_ARGS))
+
+
+BAD_INPUTS: list[Bad] = [
+    # ------------------------------------------------------------------ bbox
+    Bad("corner_to_center", "last-dim-3", lambda: corner_to_center(A[..., :3]), ValueError, "x", "(2, 5, 3)"),
+    Bad("corner_to_center", "int-boxes", lambda: corner_to_center(A.long()), TypeError, "x", "torch.int64"),
+    Bad("corner_to_center", "non-tensor", lambda: corner_to_center(A.tolist()), TypeError, "x", "got list"),
+    Bad("corner_to_center", "rank-0", lambda: corner_to_center(torch.tensor(1.0)), ValueError, "x", "0-d"),
+    Bad("corner_to_center", "axis-range", lambda: corner_to_center(A, axis=3), ValueError, "axis", "axis=3"),
+    Bad("corner_to_center", "axis-str", lambda: corner_to_center(A, axis="-1"), TypeError, "axis", "got str"),
+    Bad("center_to_corner", "last-dim-5", lambda: center_to_corner(torch.rand(2, 5, 5)), ValueError, "x",
+        "(2, 5, 5)"),
+    Bad("center_to_corner", "axis-1", lambda: center_to_corner(A, axis=1), ValueError, "x", "(2, 5, 4)"),
+    Bad("center_to_corner", "int-boxes", lambda: center_to_corner(A.int()), TypeError, "x", "torch.int32"),
+    Bad("bbox_split", "axis-range", lambda: bbox_split(A, axis=-4), ValueError, "axis", "axis=-4"),
+    Bad("bbox_split", "non-tensor", lambda: bbox_split((0, 0, 1, 1), axis=0), TypeError, "x", "got tuple"),
+    Bad("box_area", "unknown-fmt", lambda: box_area(A, fmt="xywh"), ValueError, "fmt", "'xywh'"),
+    Bad("box_area", "fmt-none", lambda: box_area(A, fmt=None), ValueError, "fmt", "None"),
+    Bad("box_area", "last-dim-2", lambda: box_area(A[..., :2]), ValueError, "x", "(2, 5, 2)"),
+    Bad("box_area", "bool-boxes", lambda: box_area(A > 0), TypeError, "x", "torch.bool"),
+    Bad("box_iou", "rank-4", lambda: box_iou(A[None], R), ValueError, "a", "(1, 2, 5, 4)"),
+    Bad("box_iou", "rank-1", lambda: box_iou(A, R[0, 0]), ValueError, "b", "(4)"),
+    Bad("box_iou", "last-dim-5", lambda: box_iou(torch.rand(2, 5, 5), R), ValueError, "a", "(2, 5, 5)"),
+    Bad("box_iou", "batch-mismatch", lambda: box_iou(A, boxes(3, 3)), ValueError, "b", "(3, 3, 4)"),
+    Bad("box_iou", "rank-mismatch", lambda: box_iou(A, R[0]), ValueError, "b", "(3, 4)"),
+    Bad("box_iou", "int-boxes", lambda: box_iou(A, R.long()), TypeError, "b", "torch.int64"),
+    Bad("box_iou", "non-tensor", lambda: box_iou(A.numpy(), R), TypeError, "a", "got ndarray"),
+    Bad("box_iou", "unknown-fmt", lambda: box_iou(A, R, fmt="xywh"), ValueError, "fmt", "'xywh'"),
+    Bad("box_iou", "offset-str", lambda: box_iou(A, R, offset="1"), TypeError, "offset", "got str"),
+    Bad("box_iou", "eps-negative", lambda: box_iou(A, R, eps=-1e-9), ValueError, "eps", "-1e-09"),
+    Bad("box_iou", "eps-nan", lambda: box_iou(A, R, eps=math.nan), ValueError, "eps", "NaN"),
+    Bad("clip_to_image", "img-rank-2", lambda: clip_to_image(A, IMG[0, 0]), ValueError, "img", "(48, 64)"),
+    Bad("clip_to_image", "img-list", lambda: clip_to_image(A, [48, 64]), TypeError, "img", "got list"),
+    Bad("clip_to_image", "height-negative", lambda: clip_to_image(A, height=-1, width=5), ValueError,
+        "height", "-1"),
+    Bad("clip_to_image", "width-shape", lambda: clip_to_image(A, height=4, width=torch.ones(3)), ValueError,
+        "width", "(3)"),
+    Bad("clip_to_image", "width-missing", lambda: clip_to_image(A, height=4), ValueError, "width",
+        "width=None"),
+    Bad("clip_to_image", "last-dim-3", lambda: clip_to_image(A[..., :3], IMG), ValueError, "x", "(2, 5, 3)"),
+    Bad("BBoxCornerToCenter", "last-dim-3", lambda: BBoxCornerToCenter()(A[..., :3]), ValueError, "x",
+        "(2, 5, 3)"),
+    Bad("BBoxCenterToCorner", "int-boxes", lambda: BBoxCenterToCorner()(A.long()), TypeError, "x",
+        "torch.int64"),
+    Bad("BBoxSplit", "axis-range", lambda: BBoxSplit(axis=5)(A), ValueError, "axis", "axis=5"),
+    Bad("BBoxArea", "unknown-fmt", lambda: BBoxArea(fmt="xywh"), ValueError, "fmt", "'xywh'"),
+    Bad("BBoxBatchIOU", "unknown-fmt", lambda: BBoxBatchIOU(fmt="ltrb"), ValueError, "fmt", "'ltrb'"),
+    Bad("BBoxBatchIOU", "eps-negative", lambda: BBoxBatchIOU(eps=-1.0), ValueError, "eps", "-1.0"),
+    Bad("BBoxBatchIOU", "axis-1-size", lambda: BBoxBatchIOU(axis=1)(A, R), ValueError, "a", "(2, 5, 4)"),
+    Bad("BBoxBatchIOU", "batch-mismatch", lambda: BBoxBatchIOU()(A, boxes(4, 3)), ValueError, "b",
+        "(4, 3, 4)"),
+    Bad("BBoxClipToImage", "img-rank-5", lambda: BBoxClipToImage()(A, IMG[None]), ValueError, "img",
+        "(1, 2, 3, 48, 64)"),
+    # ------------------------------------------------------------------ coder: encoders
+    Bad("encode_boxes", "samples-rank-3", lambda: encode_boxes(S[..., None], MT, A, R), ValueError, "samples",
+        "(2, 5, 1)"),
+    Bad("encode_boxes", "matches-shape", lambda: encode_boxes(S, MT[:, :4], A, R), ValueError, "matches",
+        "(2, 4)"),
+    Bad("encode_boxes", "anchors-last-dim-5", lambda: encode_boxes(S, MT, torch.rand(2, 5, 5), R), ValueError,
+        "anchors", "(2, 5, 5)"),
+    Bad("encode_boxes", "anchors-n", lambda: encode_boxes(S, MT, A[:, :4], R), ValueError, "anchors",
+        "(2, 4, 4)"),
+    Bad("encode_boxes", "anchors-batch", lambda: encode_boxes(S, MT, boxes(3, 5), R), ValueError, "anchors",
+        "(3, 5, 4)"),
+    Bad("encode_boxes", "refs-batch", lambda: encode_boxes(S, MT, A, boxes(3, 3)), ValueError, "refs",
+        "(3, 3, 4)"),
+    Bad("encode_boxes", "refs-rank-2", lambda: encode_boxes(S, MT, A, R[0]), ValueError, "refs", "(3, 4)"),
+    Bad("encode_boxes", "int-refs", lambda: encode_boxes(S, MT, A, R.long()), TypeError, "refs",
+        "torch.int64"),
+    Bad("encode_boxes", "bool-samples", lambda: encode_boxes(S > 0, MT, A, R), TypeError, "samples",
+        "torch.bool"),
+    Bad("encode_boxes", "list-matches", lambda: encode_boxes(S, MT.tolist(), A, R), TypeError, "matches",
+        "got list"),
+    Bad("encode_boxes", "match-out-of-range", lambda: encode_boxes(S, MT + 3 * (MT >= 0), A, R), ValueError,
+        "matches", "got 3"),
+    Bad("encode_boxes", "positive-unmatched", lambda: encode_boxes(S, torch.full_like(MT, -1), A, R),
+        ValueError, "matches", "got -1"),
+    Bad("encode_boxes", "samples-values", lambda: encode_boxes(S * 2, MT, A, R), ValueError, "samples",
+        "[-2, 2]"),
+    Bad("encode_boxes", "stds-length", lambda: encode_boxes(S, MT, A, R, stds=(0.1, 0.2)), ValueError, "stds",
+        "(0.1, 0.2)"),
+    Bad("encode_boxes", "stds-zero", lambda: encode_boxes(S, MT, A, R, stds=(0.1, 0.1, 0.0, 0.2)), ValueError,
+        "stds", "0.0"),
+    Bad("encode_boxes", "means-number", lambda: encode_boxes(S, MT, A, R, means=0.0), TypeError, "means",
+        "0.0"),
+    Bad("encode_boxes_per_class", "labels-m", lambda: encode_boxes_per_class(S, MT, A, L[:, :2], R, 3),
+        ValueError, "labels", "(2, 2)"),
+    Bad("encode_boxes_per_class", "labels-float-rank-3",
+        lambda: encode_boxes_per_class(S, MT, A, L[..., None].float(), R, 3), ValueError, "labels",
+        "(2, 3, 1)"),
+    Bad("encode_boxes_per_class", "label-out-of-range", lambda: encode_boxes_per_class(S, MT, A, L + 1, R, 3),
+        ValueError, "labels", "[1, 3]"),
+    Bad("encode_boxes_per_class", "num-class-0", lambda: encode_boxes_per_class(S, MT, A, L, R, 0),
+        ValueError, "num_class", "0"),
+    Bad("encode_boxes_per_class", "max-pos-float", lambda: encode_boxes_per_class(S, MT, A, L, R, 3, 1.5),
+        TypeError, "max_pos", "1.5"),
+    Bad("encode_boxes_per_class", "anchors-batch",
+        lambda: encode_boxes_per_class(S, MT, boxes(3, 5), L, R, 3), ValueError, "anchors", "(3, 5, 4)"),
+    Bad("encode_class", "refs-rank-3", lambda: encode_class(S, MT, L[..., None]), ValueError, "refs",
+        "(2, 3, 1)"),
+    Bad("encode_class", "refs-batch", lambda: encode_class(S, MT, L[:1]), ValueError, "refs", "(1, 3)"),
+    Bad("encode_class", "bool-refs", lambda: encode_class(S, MT, L > 0), TypeError, "refs", "torch.bool"),
+    Bad("encode_class", "match-out-of-range", lambda: encode_class(S, MT + 5 * (MT >= 0), L), ValueError,
+        "matches", "got 5"),
+    Bad("encode_class", "ignore-label", lambda: encode_class(S, MT, L, ignore_label=0.5), ValueError,
+        "ignore_label", "0.5"),
+    Bad("encode_sigmoid_class", "rank-1", lambda: encode_sigmoid_class(S[0]), ValueError, "samples", "(5)"),
+    Bad("encode_sigmoid_class", "values", lambda: encode_sigmoid_class(S + 1), ValueError, "samples",
+        "[0, 2]"),
+    Bad("encode_sigmoid_class", "int-dtype", lambda: encode_sigmoid_class(S, dtype=torch.int64), TypeError,
+        "dtype", "torch.int64"),
+    Bad("encode_sigmoid_class", "non-tensor", lambda: encode_sigmoid_class(S.tolist()), TypeError, "samples",
+        "got list"),
+    Bad("NormalizedBoxCenterEncoder", "stds-str", lambda: NormalizedBoxCenterEncoder(stds="0.1"), TypeError,
+        "stds", "'0.1'"),
+    Bad("NormalizedBoxCenterEncoder", "anchors-last-dim-3",
+        lambda: NormalizedBoxCenterEncoder()(S, MT, A[..., :3], R), ValueError, "anchors", "(2, 5, 3)"),
+    Bad("NormalizedPerClassBoxCenterEncoder", "num-class-0", lambda: NormalizedPerClassBoxCenterEncoder(0),
+        ValueError, "num_class", "0"),
+    Bad("NormalizedPerClassBoxCenterEncoder", "batch-size-0",
+        lambda: NormalizedPerClassBoxCenterEncoder(3, per_device_batch_size=0), ValueError,
+        "per_device_batch_size", "0"),
+    Bad("NormalizedPerClassBoxCenterEncoder", "max-pos-str",
+        lambda: NormalizedPerClassBoxCenterEncoder(3, "8"), TypeError, "max_pos", "str"),
+    Bad("MultiClassEncoder", "ignore-label-str", lambda: MultiClassEncoder(ignore_label="-1"), TypeError,
+        "ignore_label", "str"),
+    Bad("MultiClassEncoder", "matches-shape", lambda: MultiClassEncoder()(S, MT[:1], L), ValueError,
+        "matches", "(1, 5)"),
+    Bad("SigmoidClassEncoder", "rank-3", lambda: SigmoidClassEncoder()(S[..., None]), ValueError, "samples",
+        "(2, 5, 1)"),
+    # ------------------------------------------------------------------ coder: decoders
+    Bad("decode_boxes", "x-rank-2", lambda: decode_boxes(A[0], A), ValueError, "x", "(5, 4)"),
+    Bad("decode_boxes", "anchors-last-dim-3", lambda: decode_boxes(A, A[..., :3]), ValueError, "anchors",
+        "(2, 5, 3)"),
+    Bad("decode_boxes", "anchors-n", lambda: decode_boxes(A, A[:, :3]), ValueError, "anchors", "(2, 3, 4)"),
+    Bad("decode_boxes", "anchors-batch", lambda: decode_boxes(A, boxes(3, 5)), ValueError, "anchors",
+        "(3, 5, 4)"),
+    Bad("decode_boxes", "int-x", lambda: decode_boxes(A.long(), A), TypeError, "x", "torch.int64"),
+    Bad("decode_boxes", "clip-str", lambda: decode_boxes(A, A, clip="4"), TypeError, "clip", "str"),
+    Bad("decode_boxes", "clip-nan", lambda: decode_boxes(A, A, clip=math.nan), ValueError, "clip", "NaN"),
+    Bad("decode_class", "x-rank-2", lambda: decode_class(X[0]), ValueError, "x", "(5, 3)"),
+    Bad("decode_class", "one-class", lambda: decode_class(X[..., :1]), ValueError, "x", "(2, 5, 1)"),
+    Bad("decode_class", "no-class", lambda: decode_class(X[..., :0]), ValueError, "x", "(2, 5, 0)"),
+    Bad("decode_class", "axis-range", lambda: decode_class(X, axis=3), ValueError, "axis", "3"),
+    Bad("decode_class", "int-x", lambda: decode_class(X.long()), TypeError, "x", "torch.int64"),
+    Bad("decode_class", "thresh-str", lambda: decode_class(X, thresh="0.1"), TypeError, "thresh", "str"),
+    Bad("decode_per_class", "x-rank-4", lambda: decode_per_class(X[None]), ValueError, "x", "(1, 2, 5, 3)"),
+    Bad("decode_per_class", "axis-str", lambda: decode_per_class(X, axis="C"), ValueError, "axis", "'C'"),
+    Bad("NormalizedBoxCenterDecoder", "clip-str", lambda: NormalizedBoxCenterDecoder(clip="4"), TypeError,
+        "clip", "str"),
+    Bad("NormalizedBoxCenterDecoder", "stds-negative",
+        lambda: NormalizedBoxCenterDecoder(stds=(0.1, -0.1, 0.2, 0.2)), ValueError, "stds", "-0.1"),
+    Bad("NormalizedBoxCenterDecoder", "x-last-dim-2", lambda: NormalizedBoxCenterDecoder()(A[..., :2], A),
+        ValueError, "x", "(2, 5, 2)"),
+    Bad("MultiClassDecoder", "thresh-none", lambda: MultiClassDecoder(thresh=None), TypeError, "thresh",
+        "NoneType"),
+    Bad("MultiClassDecoder", "one-class", lambda: MultiClassDecoder()(X[..., :1]), ValueError, "x",
+        "(2, 5, 1)"),
+    Bad("MultiPerClassDecoder", "num-class-1", lambda: MultiPerClassDecoder(1), ValueError, "num_class", "1"),
+    Bad("MultiPerClassDecoder", "classes", lambda: MultiPerClassDecoder(4)(X), ValueError, "x", "(2, 5, 3)"),
+    # ------------------------------------------------------------------ matcher
+    Bad("maximum_match", "rank-2", lambda: maximum_match(X[0], 0.5), ValueError, "x", "(5, 3)"),
+    Bad("maximum_match", "int-x", lambda: maximum_match(X.long(), 0.5), TypeError, "x", "torch.int64"),
+    Bad("maximum_match", "non-tensor", lambda: maximum_match(X.tolist(), 0.5), TypeError, "x", "got list"),
+    Bad("maximum_match", "threshold-nan", lambda: maximum_match(X, math.nan), ValueError, "threshold", "NaN"),
+    Bad("maximum_match", "threshold-tensor", lambda: maximum_match(X, torch.tensor(0.5)), TypeError,
+        "threshold", "tensor"),
+    Bad("bipartite_match", "rank-4", lambda: bipartite_match(X[None]), ValueError, "x", "(1, 2, 5, 3)"),
+    Bad("bipartite_match", "is-ascend-int", lambda: bipartite_match(X, is_ascend=1), TypeError, "is_ascend",
+        "int"),
+    Bad("bipartite_match", "share-max-str", lambda: bipartite_match(X, share_max="yes"), TypeError,
+        "share_max", "str"),
+    Bad("bipartite_match", "eps-none", lambda: bipartite_match(X, eps=None), TypeError, "eps", "NoneType"),
+    Bad("bipartite_match", "recover-int", lambda: bipartite_match(X, recover=0), TypeError, "recover", "int"),
+    Bad("composite_match", "no-matchers", lambda: composite_match(X, []), ValueError, "matchers", "empty"),
+    Bad("composite_match", "function", lambda: composite_match(X, [maximum_match]), TypeError, "matchers[0]",
+        "function"),
+    Bad("composite_match", "bool-x", lambda: composite_match(X > 0.5, [MaximumMatcher(0.5)]), TypeError, "x",
+        "torch.bool"),
+    Bad("MaximumMatcher", "threshold-str", lambda: MaximumMatcher("0.5"), TypeError, "threshold", "str"),
+    Bad("MaximumMatcher", "rank-2", lambda: MaximumMatcher(0.5)(X[0]), ValueError, "x", "(5, 3)"),
+    Bad("BipartiteMatcher", "threshold-nan", lambda: BipartiteMatcher(threshold=math.nan), ValueError,
+        "threshold", "NaN"),
+    Bad("BipartiteMatcher", "int-x", lambda: BipartiteMatcher()(X.int()), TypeError, "x", "torch.int32"),
+    Bad("CompositeMatcher", "single-matcher", lambda: CompositeMatcher(MaximumMatcher(0.5)), TypeError,
+        "matchers", "MaximumMatcher"),
+    Bad("CompositeMatcher", "no-matchers", lambda: CompositeMatcher([]), ValueError, "matchers", "empty"),
+    Bad("CompositeMatcher", "rank-2", lambda: CompositeMatcher([BipartiteMatcher()])(X[0]), ValueError, "x",
+        "(5, 3)"),
+    # ------------------------------------------------------------------ sampler
+    Bad("naive_sample", "rank-1", lambda: naive_sample(MT[0]), ValueError, "matches", "(5)"),
+    Bad("naive_sample", "bool", lambda: naive_sample(MT >= 0), TypeError, "matches", "torch.bool"),
+    Bad("naive_sample", "non-tensor", lambda: naive_sample(MT.tolist()), TypeError, "matches", "got list"),
+    Bad("ohem_sample", "ious-rank-4", lambda: ohem_sample(MT, LOGITS, X[..., None], 3), ValueError, "ious",
+        "(2, 5, 3, 1)"),
+    Bad("ohem_sample", "ious-n", lambda: ohem_sample(MT, LOGITS, X[:, :4], 3), ValueError, "ious",
+        "(2, 4, 3)"),
+    Bad("ohem_sample", "ious-batch", lambda: ohem_sample(MT, LOGITS, X[:1], 3), ValueError, "ious",
+        "(1, 5, 3)"),
+    Bad("ohem_sample", "int-ious", lambda: ohem_sample(MT, LOGITS, X.long(), 3), TypeError, "ious",
+        "torch.int64"),
+    Bad("ohem_sample", "logits-rank-2", lambda: ohem_sample(MT, LOGITS[..., 0], X, 3), ValueError, "logits",
+        "(2, 5)"),
+    Bad("ohem_sample", "logits-no-class", lambda: ohem_sample(MT, LOGITS[..., :0], X, 3), ValueError,
+        "logits", "(2, 5, 0)"),
+    Bad("ohem_sample", "logits-batch", lambda: ohem_sample(MT, LOGITS[:1], X, 3), ValueError, "logits",
+        "(1, 5, 4)"),
+    Bad("ohem_sample", "match-out-of-range", lambda: ohem_sample(MT + 3 * (MT >= 0), LOGITS, X, 3),
+        ValueError, "matches", "[-1, 5]"),
+    Bad("ohem_sample", "ratio-0", lambda: ohem_sample(MT, LOGITS, X, 0), ValueError, "ratio", "0"),
+    Bad("quota_sample", "ious-rank-1", lambda: quota_sample(MT, X[0, 0], *QUOTA), ValueError, "ious", "(3)"),
+    Bad("quota_sample", "matches-float-rank-3", lambda: quota_sample(MT[..., None].float(), X, *QUOTA),
+        ValueError, "matches", "(2, 5, 1)"),
+    Bad("quota_sample", "match-out-of-range", lambda: quota_sample(MT - 2, X, *QUOTA), ValueError, "matches",
+        "[-3, 0]"),
+    Bad("quota_sample", "num-sample-0", lambda: quota_sample(MT, X, 0, 0.5, 0.3), ValueError, "num_sample",
+        "0"),
+    Bad("quota_sample", "ratios", lambda: quota_sample(MT, X, *QUOTA, pos_ratio=0.7, neg_ratio=0.5),
+        ValueError, "pos_ratio", "0.7"),
+    Bad("quota_sample", "generator-int", lambda: quota_sample(MT, X, *QUOTA, generator=0), TypeError,
+        "generator", "int"),
+    Bad("QuotaSamplerOp", "keys-n", lambda: _op(keys=torch.rand(2, 4)), ValueError, "keys", "(2, 4)"),
+    Bad("QuotaSamplerOp", "keys-int", lambda: _op(keys=torch.zeros(2, 5, dtype=torch.int64)), TypeError,
+        "keys", "torch.int64"),
+    Bad("QuotaSamplerOp", "ious-batch", lambda: _op(ious=X[:1]), ValueError, "ious", "(1, 5, 3)"),
+    Bad("QuotaSamplerOp", "neg-ratio", lambda: _op(MT, X, None, 8, 0.5, 0.3, 0.0, 0.5, 1.5, True), ValueError,
+        "neg_ratio", "1.5"),
+    Bad("QuotaSamplerProp", "in-shape-count",
+        lambda: QuotaSamplerProp(8, 0.5).infer_shape([(2, 5), (2, 5, 3)]), ValueError, "in_shape", "2"),
+    Bad("QuotaSamplerProp", "in-shape-n",
+        lambda: QuotaSamplerProp(8, 0.5).infer_shape([(2, 5), (2, 6, 3), (2, 5)]), ValueError, "ious",
+        "(2, 6, 3)"),
+    Bad("QuotaSamplerProp", "fill-negative", lambda: QuotaSamplerProp(8, 0.5, fill_negative="no"), TypeError,
+        "fill_negative", "str"),
+    Bad("NaiveSampler", "rank-3", lambda: NaiveSampler()(MT[..., None]), ValueError, "matches", "(2, 5, 1)"),
+    Bad("OHEMSampler", "ratio-inf", lambda: OHEMSampler(math.inf), ValueError, "ratio", "inf"),
+    Bad("OHEMSampler", "min-samples-float", lambda: OHEMSampler(3, min_samples=2.5), TypeError, "min_samples",
+        "2.5"),
+    Bad("OHEMSampler", "logits-n", lambda: OHEMSampler(3)(MT, LOGITS[:, :4], X), ValueError, "logits",
+        "(2, 4, 4)"),
+    Bad("QuotaSampler", "pos-ratio", lambda: QuotaSampler(8, 0.5, 0.3, pos_ratio=1.5), ValueError,
+        "pos_ratio", "1.5"),
+    Bad("QuotaSampler", "thresh-str", lambda: QuotaSampler(8, "0.5", 0.3), TypeError, "pos_thresh", "str"),
+    Bad("QuotaSampler", "ious-n", lambda: QuotaSampler(*QUOTA)(MT, X[:, :3]), ValueError, "ious",
+        "(2, 3, 3)"),
+    # ------------------------------------------------------------------ predictor
+    Bad("ConvPredictor", "activation-unknown", lambda: ConvPredictor(8, activation="gelu2"), ValueError,
+        "activation", "'gelu2'"),
+    Bad("ConvPredictor", "activation-int", lambda: ConvPredictor(8, activation=3), TypeError, "activation",
+        "int"),
+    Bad("ConvPredictor", "kernel-triple", lambda: ConvPredictor(8, kernel=(3, 3, 3)), TypeError, "kernel",
+        "(3, 3, 3)"),
+    Bad("ConvPredictor", "stride-0", lambda: ConvPredictor(8, stride=0), ValueError, "stride", "0"),
+    Bad("ConvPredictor", "num-channel-0", lambda: ConvPredictor(0), ValueError, "num_channel", "0"),
+    Bad("ConvPredictor", "use-bias-int", lambda: ConvPredictor(8, use_bias=1), TypeError, "use_bias", "int"),
+    Bad("ConvPredictor", "x-rank-3", lambda: ConvPredictor(8)(torch.rand(2, 3, 5)), ValueError, "x",
+        "(2, 3, 5)"),
+    Bad("ConvPredictor", "x-channels", lambda: ConvPredictor(8, in_channels=4)(torch.rand(2, 3, 5, 5)),
+        ValueError, "x", "(2, 3, 5, 5)"),
+    Bad("ConvPredictor", "int-x", lambda: ConvPredictor(8)(torch.ones(2, 3, 5, 5, dtype=torch.int64)),
+        TypeError, "x", "torch.int64"),
+    Bad("FCPredictor", "activation-unknown", lambda: FCPredictor(8, activation="gelu2"), ValueError,
+        "activation", "'gelu2'"),
+    Bad("FCPredictor", "num-output-float", lambda: FCPredictor(8.0), TypeError, "num_output", "8.0"),
+    Bad("FCPredictor", "in-features-negative", lambda: FCPredictor(8, in_features=-1), ValueError,
+        "in_features", "-1"),
+    Bad("FCPredictor", "x-rank-1", lambda: FCPredictor(8)(torch.rand(5)), ValueError, "x", "(5)"),
+    Bad("FCPredictor", "x-features", lambda: FCPredictor(8, in_features=12)(torch.rand(2, 3, 5)), ValueError,
+        "x", "15"),
+    Bad("FCPredictor", "non-tensor", lambda: FCPredictor(8)([1.0, 2.0]), TypeError, "x", "got list"),
+    # ------------------------------------------------------------------ feature
+    Bad("FeatureExtractor", "network-unknown", lambda: FeatureExtractor("resnet9000", "layer1"), ValueError,
+        "network", "'resnet9000'"),
+    Bad("FeatureExtractor", "network-int", lambda: FeatureExtractor(18, "layer1"), TypeError, "network",
+        "int"),
+    Bad("FeatureExtractor", "outputs-empty", lambda: FeatureExtractor(_tiny_backbone(), []), ValueError,
+        "outputs", "empty"),
+    Bad("FeatureExtractor", "outputs-int", lambda: FeatureExtractor(_tiny_backbone(), 3), TypeError,
+        "outputs", "3"),
+    Bad("FeatureExtractor", "outputs-unknown", lambda: FeatureExtractor(_tiny_backbone(), ["1", "conv9"]),
+        ValueError, "outputs", "'conv9'"),
+    Bad("FeatureExtractor", "pretrained-int", lambda: FeatureExtractor("resnet18", "layer1", pretrained=1),
+        TypeError, "pretrained", "int"),
+    Bad("FeatureExtractor", "x-rank-3", lambda: FeatureExtractor(_tiny_backbone(), "1")(torch.rand(3, 8, 8)),
+        ValueError, "x", "(3, 8, 8)"),
+    Bad("FeatureExtractor", "int-x",
+        lambda: FeatureExtractor(_tiny_backbone(), "1")(torch.ones(1, 3, 8, 8, dtype=torch.uint8)), TypeError,
+        "x", "torch.uint8"),
+    Bad("FeatureExtractor", "x-channels",
+        lambda: FeatureExtractor(_tiny_backbone(), "1")(torch.rand(1, 4, 8, 8)), ValueError, "x",
+        "(1, 4, 8, 8)"),
+    Bad("FeatureExpander", "num-filters-int", lambda: FeatureExpander(_tiny_backbone(), "3", num_filters=16),
+        TypeError, "num_filters", "int"),
+    Bad("FeatureExpander", "num-filters-0",
+        lambda: FeatureExpander(_tiny_backbone(), "3", num_filters=[16, 0]), ValueError, "num_filters", "0"),
+    Bad("FeatureExpander", "x-rank-5",
+        lambda: FeatureExpander(_tiny_backbone(), "3", [16], min_depth=8)(torch.rand(1, 1, 3, 8, 8)),
+        ValueError, "x", "(1, 1, 3, 8, 8)"),
+    Bad("FPNFeatureExpander", "num-filters-count",
+        lambda: FPNFeatureExpander(_tiny_backbone(), ["1", "3"], num_filters=[8]), ValueError, "num_filters",
+        "[8]"),
+    Bad("FPNFeatureExpander", "norm-kwargs",
+        lambda: FPNFeatureExpander(_tiny_backbone(), ["1", "3"], [8, 8], norm_kwargs=[("eps", 1e-3)]),
+        TypeError, "norm_kwargs", "list"),
+    Bad("FPNFeatureExpander", "use-p6-str",
+        lambda: FPNFeatureExpander(_tiny_backbone(), ["1", "3"], [8, 8], use_p6="yes"), TypeError, "use_p6",
+        "str"),
+    Bad("gluoncv_output_names", "unknown", lambda: gluoncv_output_names("resnet9000_v1"), ValueError,
+        "network", "'resnet9000_v1'"),
+    Bad("pretrained_weights_path", "network-int", lambda: pretrained_weights_path(18), TypeError, "network",
+        "int"),
+    Bad("pretrained_weights_path", "weights-unknown",
+        lambda: pretrained_weights_path("resnet18", "IMAGENET9K"), ValueError, "pretrained", "'IMAGENET9K'"),
+    # ------------------------------------------------------------------ package
+    Bad("set_value_checks", "str", lambda: detblocks.set_value_checks("on"), TypeError, "enabled", "str"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", BAD_INPUTS, ids=lambda b: b.id)
+def test_bad_input_raises_naming_the_argument_and_what_was_received(bad: Bad):
+    with pytest.raises(bad.exc, match=rf"(^|\W){re.escape(bad.arg)}(\W|$)") as info:
+        bad.call()
+    assert bad.got in str(info.value), f"message does not say what was received ({bad.got!r}): {info.value}"
+
+
+#: Module attributes of __all__ that are data, not components.
+_NOT_COMPONENTS = {"FOLD", "ACTIVATIONS", "GLUONCV_NETWORKS", "GLUONCV_OUTPUTS"}
+
+
+def _public_callables() -> set[str]:
+    names = {"set_value_checks"}
+    for module in (bbox, coder, matcher, sampler, predictor, feature):
+        names |= {n for n in module.__all__ if n not in _NOT_COMPONENTS and callable(getattr(module, n))}
+    return names
+
+
+def test_bad_input_table_covers_every_public_component():
+    public = _public_callables()
+    covered = {b.component for b in BAD_INPUTS}
+    assert not public - covered, f"public components without a bad-input row: {sorted(public - covered)}"
+    assert not covered - public, f"rows for names that are not public: {sorted(covered - public)}"
+    assert len({b.id for b in BAD_INPUTS}) == len(BAD_INPUTS), "duplicate row ids"
+
+
+def test_no_assert_statements_check_arguments_in_the_package():
+    """``assert`` vanishes under ``python -O``: arguments are checked with explicit raises."""
+    offenders = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Assert):
+                offenders.append(f"{path.relative_to(SRC.parent)}:{node.lineno}")
+    assert not offenders, f"assert statements in the package: {offenders}"
