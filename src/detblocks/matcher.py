@@ -129,6 +129,7 @@ class _Scan(NamedTuple):
     size: int  # anchors per group (the last position may run past N)
     gmax: Tensor  # (B, G, M) best y of every group
     colmax: Tensor  # (B, M) best y of every reference
+    memo: dict  # results shared by the matchers of a CompositeMatcher
 
 
 def _group_best(x: Tensor, sign: int, fold: int) -> tuple[Tensor, int]:
@@ -159,7 +160,7 @@ def _scan(x: Tensor, sign: int) -> _Scan:
         # Shapes must not depend on N % FOLD: every anchor is its own group.
         x = torch.where(torch.isnan(x), worst, x)
         y = x if sign > 0 else x.neg()
-        return _Scan(x, sign, 1, y, y.amax(1))
+        return _Scan(x, sign, 1, y, y.amax(1), {})
     gmax, size = _group_best(x, sign, _fold(x.shape[2]))
     colmax = gmax.amax(1)
     # A NaN anywhere shows up in its column maximum; clean a copy only then.
@@ -167,7 +168,7 @@ def _scan(x: Tensor, sign: int) -> _Scan:
         x = torch.where(torch.isnan(x), worst, x)
         gmax, size = _group_best(x, sign, _fold(x.shape[2]))
         colmax = gmax.amax(1)
-    return _Scan(x, sign, size, gmax, colmax)
+    return _Scan(x, sign, size, gmax, colmax, {})
 
 
 class _ScanCache:
@@ -194,12 +195,19 @@ class _Columns(NamedTuple):
 
 def _columns(scan: _Scan, ok: Tensor) -> _Columns:
     """The references where ``ok (Tensor[B, M])`` holds. Eager mode keeps as many
-    as the image with the most; tracing keeps all ``M`` (static shapes)."""
+    as the image with the most; tracing keeps all ``M`` (static shapes). A
+    selection made before on the same scan is reused when it covers ``ok``."""
     b, g, m = scan.gmax.shape
+    if "columns" in scan.memo:
+        before, cs = scan.memo["columns"]
+        if _tracing() or not bool((ok & ~before).any()):
+            return _Columns(cs.cols, ok.gather(1, cs.cols), cs.gsc)
     q = m if _tracing() else int(ok.sum(1).max())
     cols = torch.sort((~ok).to(torch.uint8), dim=1, stable=True).indices[:, :q]  # (B, Q)
-    gsc = scan.gmax.transpose(1, 2).gather(1, cols[..., None].expand(b, q, g))  # (B, Q, G)
-    return _Columns(cols, ok.gather(1, cols), gsc)
+    gsc = scan.gmax.gather(2, cols[:, None, :].expand(b, g, q)).transpose(1, 2).contiguous()
+    cs = _Columns(cols, ok.gather(1, cols), gsc)  # gsc (B, Q, G)
+    scan.memo["columns"] = (ok, cs)
+    return cs
 
 
 # --------------------------------------------------------------------------- rows
@@ -284,7 +292,7 @@ def _maximum(scan: _Scan, threshold: float, out: Tensor) -> Tensor:
     x = scan.x
     thr = torch.full((), threshold, dtype=x.dtype, device=x.device)
     cs = _columns(scan, scan.colmax >= thr)
-    index = _reaching(scan, cs, thr.expand(cs.cols.shape), 0.0)  # anchors that can match
+    index = _reaching(scan, cs, torch.where(cs.ok, thr, float("inf")), 0.0)  # anchors that can match
     best, arg = _best(_rows(scan, index), 1)
     return _fill(out, index, torch.where(best >= thr, arg, NO_MATCH))
 
@@ -384,18 +392,18 @@ def _candidates(scan: _Scan, cs: _Columns, thr: Tensor, k: int) -> tuple[Tensor,
                 kg = int((cs.gsc[tied] >= kth[tied][:, None]).sum(-1).max())
                 groups = cs.gsc.topk(kg, -1).indices
         groups = groups[..., :kg].sort(-1).values  # (B, Q, kg) ascending
-    # 2. their anchors, ascending; the last position of a group may run past N.
-    rows = _group_rows(groups, scan)  # (B, Q, size * kg)
-    inside = rows < n
-    rows = rows.clamp_max(n - 1)
-    flat = rows * m + cs.cols[..., None]
-    score = x.view(b, n * m).gather(1, flat.flatten(1)).view_as(flat)
+    # 2. their anchors' scores, anchors ascending, as flat positions in x[b]; the
+    # last anchor of a group may run past N (position >= N * M).
+    step = torch.arange(scan.size, device=x.device) * (scan.gmax.shape[1] * m)  # (size,)
+    flat = ((groups * m + cs.cols[..., None])[..., None, :] + step[:, None]).flatten(-2)
+    inside = flat < n * m
+    score = x.view(b, n * m).gather(1, flat.clamp_(max=n * m - 1).flatten(1)).view_as(flat)
     if sign < 0:
         score = score.neg()
-    score = torch.where(inside, score, -float("inf"))
+    score = torch.where(inside, score, -float("inf"))  # (B, Q, size * kg)
     # 3. the first k anchors of every reference.
     pick = _first_k(score, k)[0]  # (B, Q, k) ascending
-    rows = rows.gather(2, pick)
+    rows = torch.div(flat.gather(2, pick), m, rounding_mode="floor")
     score = score.gather(2, pick)
     return rows, torch.where(score > thr, score, -float("inf"))
 
