@@ -67,7 +67,7 @@ from detblocks.coder import (
     encode_class,
     encode_sigmoid_class,
 )
-from detblocks.conventions import Sample
+from detblocks.conventions import NO_MATCH, PAD, Sample
 from detblocks.feature import (
     FeatureExpander,
     FeatureExtractor,
@@ -513,3 +513,163 @@ def test_no_assert_statements_check_arguments_in_the_package():
             if isinstance(node, ast.Assert):
                 offenders.append(f"{path.relative_to(SRC.parent)}:{node.lineno}")
     assert not offenders, f"assert statements in the package: {offenders}"
+
+
+# ======================================================================= degenerate input
+@dataclass(frozen=True)
+class Degenerate:
+    """A component run on ``B`` images, ``N`` anchors and ``M`` references, and the shapes of
+    what it must return."""
+
+    component: str
+    run: Callable[[int, int, int], object]
+    shapes: Callable[[int, int, int], list[tuple[int, ...]]]
+
+
+C, K = 4, 6  # classes (background included) and max_pos of the per-class encoder
+
+
+def _empty_inputs(B: int, N: int, M: int) -> dict[str, torch.Tensor]:
+    anchors, refs = boxes(B, N, seed=2), boxes(B, M, seed=3)
+    refs[:, M // 2 :] = PAD  # half the references padded
+    ious = box_iou(anchors, refs)
+    matches = bipartite_match(ious)
+    return {
+        "anchors": anchors,
+        "refs": refs,
+        "ious": ious,
+        "matches": matches,
+        "samples": naive_sample(matches),
+        "labels": torch.zeros(B, M, dtype=torch.int64),
+        "scores": torch.softmax(torch.randn(B, N, C), -1),
+        "img": torch.zeros(B, 3, 32, 48),
+    }
+
+
+def _d(fn: Callable[..., object], *names: str, **kwargs: object) -> Callable[[int, int, int], object]:
+    return lambda B, N, M: fn(*(_empty_inputs(B, N, M)[n] for n in names), **kwargs)
+
+
+DEGENERATE: list[Degenerate] = [
+    Degenerate("box_iou", _d(box_iou, "anchors", "refs"), lambda B, N, M: [(B, N, M)]),
+    Degenerate("BBoxBatchIOU", _d(BBoxBatchIOU(), "anchors", "refs"), lambda B, N, M: [(B, N, M)]),
+    Degenerate("box_area", _d(box_area, "refs"), lambda B, N, M: [(B, M, 1)]),
+    Degenerate("BBoxArea", _d(BBoxArea(), "anchors"), lambda B, N, M: [(B, N, 1)]),
+    Degenerate("corner_to_center", _d(corner_to_center, "refs"), lambda B, N, M: [(B, M, 4)]),
+    Degenerate("BBoxCornerToCenter", _d(BBoxCornerToCenter(split=True), "anchors"),
+        lambda B, N, M: [(B, N, 1)] * 4),
+    Degenerate("center_to_corner", _d(center_to_corner, "anchors"), lambda B, N, M: [(B, N, 4)]),
+    Degenerate("BBoxCenterToCorner", _d(BBoxCenterToCorner(), "refs"), lambda B, N, M: [(B, M, 4)]),
+    Degenerate("bbox_split", _d(bbox_split, "refs", axis=-1, squeeze_axis=True),
+        lambda B, N, M: [(B, M)] * 4),
+    Degenerate("BBoxSplit", _d(BBoxSplit(axis=-1), "anchors"), lambda B, N, M: [(B, N, 1)] * 4),
+    Degenerate("clip_to_image", _d(clip_to_image, "anchors", "img"), lambda B, N, M: [(B, N, 4)]),
+    Degenerate("BBoxClipToImage", _d(BBoxClipToImage(), "refs", "img"), lambda B, N, M: [(B, M, 4)]),
+    Degenerate("maximum_match", _d(maximum_match, "ious", threshold=0.5), lambda B, N, M: [(B, N)]),
+    Degenerate("MaximumMatcher", _d(MaximumMatcher(0.5), "ious"), lambda B, N, M: [(B, N)]),
+    Degenerate("bipartite_match", _d(bipartite_match, "ious", share_max=False), lambda B, N, M: [(B, N)]),
+    Degenerate("BipartiteMatcher", _d(BipartiteMatcher(), "ious"), lambda B, N, M: [(B, N)]),
+    Degenerate("composite_match",
+        _d(composite_match, "ious", matchers=[BipartiteMatcher(), MaximumMatcher(0.5)]),
+        lambda B, N, M: [(B, N)]),
+    Degenerate("CompositeMatcher", _d(CompositeMatcher([BipartiteMatcher(), MaximumMatcher(0.5)]), "ious"),
+        lambda B, N, M: [(B, N)]),
+    Degenerate("naive_sample", _d(naive_sample, "matches"), lambda B, N, M: [(B, N)]),
+    Degenerate("NaiveSampler", _d(NaiveSampler(), "matches"), lambda B, N, M: [(B, N)]),
+    Degenerate("ohem_sample", _d(ohem_sample, "matches", "scores", "ious", ratio=3, min_samples=2),
+        lambda B, N, M: [(B, N)]),
+    Degenerate("OHEMSampler", _d(OHEMSampler(3), "matches", "scores", "ious"), lambda B, N, M: [(B, N)]),
+    Degenerate("quota_sample",
+        _d(quota_sample, "matches", "ious", num_sample=8, pos_thresh=0.5, neg_thresh_high=0.3),
+        lambda B, N, M: [(B, N)]),
+    Degenerate("QuotaSampler", _d(QuotaSampler(*QUOTA), "matches", "ious"), lambda B, N, M: [(B, N)]),
+    Degenerate("QuotaSamplerOp",
+        lambda B, N, M: _op(*(_empty_inputs(B, N, M)[n] for n in ("matches", "ious")), torch.rand(B, N)),
+        lambda B, N, M: [(B, N)]),
+    Degenerate("QuotaSamplerProp",
+        lambda B, N, M: torch.empty(QuotaSamplerProp(*QUOTA).infer_shape([(B, N), (B, N, M), (B, N)])[1][0]),
+        lambda B, N, M: [(B, N)]),
+    Degenerate("encode_boxes", _d(encode_boxes, "samples", "matches", "anchors", "refs"),
+        lambda B, N, M: [(B, N, 4)] * 2),
+    Degenerate("NormalizedBoxCenterEncoder",
+        _d(NormalizedBoxCenterEncoder(), "samples", "matches", "anchors", "refs"),
+        lambda B, N, M: [(B, N, 4)] * 2),
+    Degenerate("encode_boxes_per_class",
+        _d(encode_boxes_per_class, "samples", "matches", "anchors", "labels", "refs", num_class=C - 1,
+           max_pos=K),
+        lambda B, N, M: [(B, K, C - 1, 4)] * 2 + [(B, K)]),
+    Degenerate("NormalizedPerClassBoxCenterEncoder",
+        _d(NormalizedPerClassBoxCenterEncoder(C - 1, K), "samples", "matches", "anchors", "labels", "refs"),
+        lambda B, N, M: [(B, K, C - 1, 4)] * 2 + [(B, K)]),
+    Degenerate("encode_class", _d(encode_class, "samples", "matches", "labels"), lambda B, N, M: [(B, N)]),
+    Degenerate("MultiClassEncoder", _d(MultiClassEncoder(), "samples", "matches", "labels"),
+        lambda B, N, M: [(B, N)]),
+    Degenerate("encode_sigmoid_class", _d(encode_sigmoid_class, "samples"), lambda B, N, M: [(B, N)] * 2),
+    Degenerate("SigmoidClassEncoder", _d(SigmoidClassEncoder(), "samples"), lambda B, N, M: [(B, N)] * 2),
+    Degenerate("decode_boxes", _d(decode_boxes, "anchors", "anchors"), lambda B, N, M: [(B, N, 4)]),
+    Degenerate("NormalizedBoxCenterDecoder",
+        _d(NormalizedBoxCenterDecoder(convert_anchor=True), "anchors", "anchors"),
+        lambda B, N, M: [(B, N, 4)]),
+    Degenerate("decode_class", _d(decode_class, "scores"), lambda B, N, M: [(B, N)] * 2),
+    Degenerate("MultiClassDecoder", _d(MultiClassDecoder(), "scores"), lambda B, N, M: [(B, N)] * 2),
+    Degenerate("decode_per_class", _d(decode_per_class, "scores"), lambda B, N, M: [(B, N, C - 1)] * 2),
+    Degenerate("MultiPerClassDecoder", _d(MultiPerClassDecoder(C), "scores"),
+        lambda B, N, M: [(B, N, C - 1)] * 2),
+    Degenerate("ConvPredictor", lambda B, N, M: ConvPredictor(6)(torch.rand(B, 3, N + 1, M + 1)),
+        lambda B, N, M: [(B, 6, N + 1, M + 1)]),
+    Degenerate("FCPredictor", lambda B, N, M: FCPredictor(6, in_features=3 * N)(torch.rand(B, 3, N)),
+        lambda B, N, M: [(B, 6)]),
+]  # fmt: skip
+
+#: (B, N, M): no image, no anchor, no reference, neither.
+EMPTY_SIZES = [(0, 5, 3), (2, 0, 3), (2, 5, 0), (2, 0, 0)]
+
+
+def _flat(out: object) -> list[torch.Tensor]:
+    return list(out) if isinstance(out, (tuple, list)) else [out]  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("size", EMPTY_SIZES, ids=lambda s: "B{}-N{}-M{}".format(*s))
+@pytest.mark.parametrize("case", DEGENERATE, ids=lambda c: c.component)
+def test_empty_axes_give_well_defined_outputs(case: Degenerate, size: tuple[int, int, int]):
+    """No image, no anchor or no reference is legal: right shapes, nothing matched, no positive,
+    no mask set, nothing non-finite."""
+    B, N, M = size
+    outs = _flat(case.run(B, N, M))
+    assert [tuple(o.shape) for o in outs] == case.shapes(B, N, M)
+    for o in outs:
+        if o.is_floating_point():
+            assert bool(torch.isfinite(o).all())
+    if "BoxCenterEncoder" in case.component or case.component.startswith("encode_boxes"):
+        assert not bool(outs[1].any()), "no reference or no anchor: no mask may be set"
+    if "match" in case.component.lower() and M == 0:
+        assert bool((outs[0] == NO_MATCH).all())
+    if "ampl" in case.component and M == 0:  # samplers: nothing to be positive about
+        assert not bool((outs[0] == POS).any())
+
+
+def test_degenerate_table_covers_every_tensor_component():
+    """Every public component with box or anchor axes is in DEGENERATE (the feature blocks
+    take images: their empty batch is checked below)."""
+    expected = _public_callables() - {
+        "FeatureExtractor",
+        "FeatureExpander",
+        "FPNFeatureExpander",
+        "gluoncv_output_names",
+        "pretrained_weights_path",
+        "set_value_checks",
+    }
+    missing = expected - {c.component for c in DEGENERATE}
+    assert not missing, f"components without an empty-axis case: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_feature_blocks_take_an_empty_batch(train: bool):
+    blocks = [
+        FeatureExtractor(_tiny_backbone(), ["1", "3"]),
+        FeatureExpander(_tiny_backbone(), "3", [16], min_depth=8, global_pool=True),
+        FPNFeatureExpander(_tiny_backbone(), ["1", "3"], [8, 8], use_p6=True),
+    ]
+    for block in blocks:
+        outs = block.train(train)(torch.rand(0, 3, 16, 16))
+        assert all(o.shape[0] == 0 for o in outs) and len(outs) == len(block.channels)
