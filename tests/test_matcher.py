@@ -229,6 +229,35 @@ def test_wide_matrix_against_reference():
     assert torch.equal(maximum_match(x, 0.75), batched(reference_maximum, x, 0.75))
 
 
+def test_contested_anchors_grow_candidate_lists():
+    """References that all prefer the same anchors need more than the first few candidates."""
+    gen = torch.Generator().manual_seed(6)
+    base = torch.rand(2, 40, 1, generator=gen)
+    x = base.expand(2, 40, 9) + torch.rand(2, 40, 9, generator=gen) * 1e-3  # one ranking for all
+    for share_max in (True, False):
+        assert torch.equal(
+            bipartite_match(x, share_max=share_max), batched(reference_bipartite, x, share_max=share_max)
+        )
+    tied = torch.full((1, 30, 7), 0.5)  # everything ties: row-major order decides
+    assert bipartite_match(tied, recover=False).tolist() == [list(range(7)) + [-1] * 23]
+
+
+@pytest.mark.parametrize("floor", [-math.inf, 0.5])
+def test_first_k_breaks_ties_by_index(floor):
+    gen = torch.Generator().manual_seed(8)
+    v = torch.randint(0, 4, (50, 30), generator=gen).float() / 4
+    for k in (1, 3, 7, 30):
+        got = matcher._first_k(v, k, torch.tensor(floor))
+        assert got.shape == (50, k) and bool((got.diff(dim=-1) > 0).all())
+        want = torch.sort(v, dim=-1, descending=True, stable=True).indices[:, :k].sort(-1).values
+        same = (got == want).all(-1)
+        # rows may differ only in which entries not above the floor were taken
+        kth = v.gather(-1, want).amin(-1)
+        assert bool((same | (kth <= floor)).all())
+        assert torch.equal(v.gather(-1, got).sort(-1).values, v.gather(-1, want).sort(-1).values)
+        assert torch.equal(matcher._first_k_exact(v, k), want)
+
+
 def test_iou_like_with_padding_against_reference():
     """Real boxes: IoU with padded (-1) ground truth, as the detection pipelines produce it."""
 

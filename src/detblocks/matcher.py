@@ -27,11 +27,12 @@ How the bipartite matcher avoids sorting all ``N * M`` pairs
    order (score first, then anchor index), or to nothing. Every anchor with a
    score at least the ``k``-th largest group maximum lies in a group whose
    maximum is that high; so the first ``k`` groups of a reference (and any
-   group tied with the ``k``-th) hold its first ``k`` anchors. Greedy matching restricted to the
-   first ``k`` anchors of every reference takes exactly the pairs the full
-   greedy matching takes when each reference it leaves unmatched had all its
-   takeable pairs among them; eager mode starts with a small ``k`` and grows
-   it until that holds, tracing uses ``k = min(M, N)``.
+   group tied with the ``k``-th) hold its first ``k`` anchors. Greedy
+   matching restricted to the first ``k`` anchors of every reference takes
+   exactly the pairs the full greedy matching takes when each reference it
+   leaves unmatched had all its takeable pairs among them; eager mode starts
+   with a small ``k`` and grows it until that holds, tracing uses
+   ``k = min(M, N)``.
 3. *Rounds.* With a strict order on pairs, the greedy matching is the fixed
    point of repeatedly taking every *mutually best* pair (the best free
    anchor of a free reference whose best free reference is that one), which
@@ -46,10 +47,10 @@ Memory beyond ``x`` is ``O(N * M / F + c * k * F)``; no other
 NaN (a NaN score never matches: it counts as the worst possible score).
 
 Under ``torch.compile``/``torch.export`` the sizes that eager mode reads from
-the data (``c``, ``k``, the flagged groups, the number of rounds) take static
-values instead (``c = M``, ``k = min(M, N)``, one anchor per group, every row, a
-``torch.while_loop``), so the same
-code traces without data-dependent shapes or Python control flow.
+the data (``c``, ``k``, the groups worth reading, the number of rounds) take
+static values instead (``c = M``, ``k = min(M, N)``, one anchor per group,
+every anchor, a ``torch.while_loop``), so the same code traces without
+data-dependent shapes or Python control flow.
 
 Example:
     >>> import torch
@@ -329,41 +330,34 @@ def maximum_match(x: Tensor, threshold: float) -> Tensor:
 
 
 # --------------------------------------------------------------------------- bipartite
-def _first_k_exact(v: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """:func:`_first_k` for any data: ``(index, spill)``."""
+def _first_k_exact(v: Tensor, k: int) -> Tensor:
+    """:func:`_first_k` for any data, ties resolved everywhere."""
     size = v.shape[-1]
     kth = v.topk(k, -1).values[..., k - 1 :]  # (..., 1)
     above = v > kth
     at = v == kth
-    n_above = above.sum(-1, keepdim=True)
-    at_rank = at.cumsum(-1)
-    take = above | (at & (at_rank <= k - n_above))  # exactly k entries
+    take = above | (at & (at.cumsum(-1) <= k - above.sum(-1, keepdim=True)))  # exactly k entries
     rank = torch.arange(size, 0, -1, device=v.device)  # earlier index -> larger key
-    index = torch.where(take, rank, 0).topk(k, -1).indices  # unique keys: ascending index
-    return index, ((n_above + at_rank[..., -1:]) > k).squeeze(-1)
+    return torch.where(take, rank, 0).topk(k, -1).indices  # unique keys: ascending index
 
 
-def _first_k(v: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The ``k`` largest entries along the last axis, ties to the lower index.
-
-    ``v`` must hold no NaN and ``1 <= k <= v.shape[-1]``. Returns ``(index,
-    kth, spill)``: ``index (Tensor[..., k])`` in ascending order, ``kth
-    (Tensor[...])`` the ``k``-th largest value and ``spill (Tensor[...])``
-    whether entries equal to it were left out.
-    """
+def _first_k(v: Tensor, k: int, floor: Tensor) -> Tensor:
+    """Indices of the ``k`` largest entries along the last axis, in ascending
+    order; ties go to the lower index, except among entries not above ``floor``
+    (they never match, so any of them will do). ``v`` must hold no NaN and
+    ``1 <= k <= v.shape[-1]``."""
     if _tracing():
-        index, spill = _first_k_exact(v, k)
-        return index, v.gather(-1, index).amin(-1), spill
+        return _first_k_exact(v, k)
     size = v.shape[-1]
     vals, index = v.topk(min(k + 1, size), -1)  # sorted, ties in any order
-    kth = vals[..., k - 1]
-    if k == size:
-        return index.sort(-1).values, kth, torch.zeros_like(kth, dtype=torch.bool)
-    spill = vals[..., k] == kth
-    index = index[..., :k].sort(-1).values  # right unless the k-th value ties beyond
-    if bool(spill.any()):
-        index[spill] = _first_k_exact(v[spill], k)[0]
-    return index, kth, spill
+    index = index[..., :k].sort(-1).values
+    if k < size:
+        # right unless the k-th value ties with a value left out
+        kth = vals[..., k - 1]
+        spill = (vals[..., k] == kth) & (kth > floor)
+        if bool(spill.any()):
+            index[spill] = _first_k_exact(v[spill], k)
+    return index
 
 
 def _candidates(scan: _Scan, cs: _Columns, thr: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -378,7 +372,7 @@ def _candidates(scan: _Scan, cs: _Columns, thr: Tensor, k: int) -> tuple[Tensor,
     g = cs.gsc.shape[2]
     # 1. groups holding the first k anchors of every reference.
     if scan.size == 1:  # one anchor per group
-        groups = _first_k(cs.gsc, k)[0]
+        groups = _first_k(cs.gsc, k, thr)
     else:
         # Every anchor scoring at least the k-th group maximum lies in a group that
         # reaches it, and only such anchors can be among the first k: take the
@@ -402,7 +396,7 @@ def _candidates(scan: _Scan, cs: _Columns, thr: Tensor, k: int) -> tuple[Tensor,
         score = score.neg()
     score = torch.where(inside, score, -float("inf"))  # (B, Q, size * kg)
     # 3. the first k anchors of every reference.
-    pick = _first_k(score, k)[0]  # (B, Q, k) ascending
+    pick = _first_k(score, k, thr)  # (B, Q, k) ascending
     rows = torch.div(flat.gather(2, pick), m, rounding_mode="floor")
     score = score.gather(2, pick)
     return rows, torch.where(score > thr, score, -float("inf"))
@@ -491,18 +485,17 @@ def _greedy(scan: _Scan, cs: _Columns, thr: Tensor, out: Tensor) -> Tensor:
         buf = torch.full((out.shape[0], n + 1), NO_MATCH, dtype=torch.int64, device=out.device)
         buf.scatter_(1, torch.where(row >= 0, row, n), torch.where(row >= 0, cs.cols, NO_MATCH))
         return _fill(out, None, buf[:, :n])
-    else:
-        # Usually every reference is matched within its first few anchors. Greedy
-        # matching restricted to the first k anchors of every reference is exact
-        # when each reference left unmatched had all its takeable pairs among
-        # them; otherwise the lists grow.
-        k = min(_FIRST_ANCHORS, bound)
-        while True:
-            rows, score = _candidates(scan, cs, thr, k)
-            row = _rounds(rows, score)
-            if k == bound or not bool(((row < 0) & (score > -float("inf")).all(2)).any()):
-                break
-            k = min(2 * k, bound)
+    # Usually every reference is matched within its first few anchors. Greedy
+    # matching restricted to the first k anchors of every reference is exact
+    # when each reference left unmatched had all its takeable pairs among
+    # them; otherwise the lists grow.
+    k = min(_FIRST_ANCHORS, bound)
+    while True:
+        rows, score = _candidates(scan, cs, thr, k)
+        row = _rounds(rows, score)
+        if k == bound or not bool(((row < 0) & (score > -float("inf")).all(2)).any()):
+            break
+        k = min(2 * k, bound)
     image = torch.arange(row.shape[0], device=row.device)[:, None]
     matched = row >= 0  # (B, Q)
     index = (image * n + row.clamp_min(0))[matched]
