@@ -673,3 +673,215 @@ def test_feature_blocks_take_an_empty_batch(train: bool):
     for block in blocks:
         outs = block.train(train)(torch.rand(0, 3, 16, 16))
         assert all(o.shape[0] == 0 for o in outs) and len(outs) == len(block.channels)
+
+
+# ======================================================================= NaN and infinity
+NON_FINITE = [math.nan, math.inf, -math.inf]
+
+
+def _spoil(x: torch.Tensor, rows: list[int], value: float, coord: int) -> torch.Tensor:
+    """``x`` with coordinate ``coord`` of the given rows (axis 1) set to ``value``."""
+    x = x.clone()
+    x[:, rows, coord] = value
+    return x
+
+
+@pytest.mark.parametrize("value", NON_FINITE, ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("dtype", FLOATS, ids=_ids)
+def test_iou_with_a_nan_or_infinite_box_is_zero(dtype: torch.dtype, value: float):
+    """Policy: a box with a NaN or infinite coordinate overlaps nothing (IoU 0 with every box,
+    like a padded row); the IoUs of the other boxes do not change."""
+    a, b = boxes(2, 6, dtype=dtype), boxes(2, 4, seed=1, dtype=dtype)
+    b[:, 3] = a[:, 4]  # a perfect overlap that a spoiled coordinate must cancel
+    for coord in range(4):
+        sa, sb = _spoil(a, [1, 4], value, coord), _spoil(b, [3], value, coord)
+        for fmt in ("corner", "center"):
+            for offset, eps in ((0, 1e-15), (1, 1e-15), (0, 0.0)):
+                out = box_iou(sa, sb, fmt=fmt, offset=offset, eps=eps)
+                assert out.dtype == dtype and bool(torch.isfinite(out).all())
+                assert not out[:, [1, 4]].any() and not out[:, :, 3].any()
+                clean = box_iou(a, b, fmt=fmt, offset=offset, eps=eps)
+                keep = [0, 2, 3, 5]
+                assert torch.equal(out[:, keep, :3], clean[:, keep, :3])
+
+
+def test_iou_of_boxes_beyond_the_float_range_is_zero():
+    """Finite coordinates whose area overflows count as not finite (float32)."""
+    a = torch.tensor([[[-3e38, 0.0, 3e38, 0.0], [-3e38, -3e38, 3e38, 3e38], [0.0, 0.0, 10.0, 10.0]]])
+    out = box_iou(a, a)
+    assert bool(torch.isfinite(out).all())
+    assert out.tolist() == [[[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]]
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=_ids)
+def test_iou_without_intersection_is_zero_even_for_degenerate_boxes_and_eps_0(dtype: torch.dtype):
+    """Inverted (on one or both axes) and zero-area boxes intersect nothing: IoU exactly 0,
+    never ``0 / 0`` = NaN or ``-0.0``, also with ``eps=0``."""
+    a = torch.tensor(
+        [
+            [
+                [0.0, 0.0, -2.0, 2.0],
+                [0.0, 0.0, 2.0, -2.0],
+                [2.0, 2.0, 0.0, 0.0],
+                [1.0, 1.0, 1.0, 1.0],
+                [0, 0, 0, 2],
+            ]
+        ],
+        dtype=dtype,
+    )
+    b = torch.tensor([[[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 1.0, 4.0], [5.0, 5.0, 5.0, 5.0]]], dtype=dtype)
+    for eps in (1e-15, 0.0):
+        for x, y in ((a, b), (a, a), (b, a)):
+            out = box_iou(x, y, eps=eps)
+            assert bool(torch.isfinite(out).all()) and bool((out >= 0).all())
+            assert not torch.signbit(out).any(), "no -0.0"
+    assert not box_iou(a, b, eps=0.0).any()
+
+
+def _pipeline(anchors: torch.Tensor, refs: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
+    """IoU -> every matcher -> every sampler -> every encoder, as a training step runs them."""
+    ious = box_iou(anchors, refs)
+    B, N, M = ious.shape
+    out: dict[str, torch.Tensor] = {"ious": ious}
+    out["match_bipartite"] = bipartite_match(ious)
+    out["match_bipartite_own_max"] = bipartite_match(ious, share_max=False)
+    out["match_bipartite_thresh"] = bipartite_match(ious, threshold=0.3, recover=False)
+    out["match_maximum"] = maximum_match(ious, 0.5)
+    out["match_composite"] = CompositeMatcher([BipartiteMatcher(), MaximumMatcher(0.5)])(ious)
+    matches = out["match_composite"]
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, N, C, generator=g).to(anchors.dtype)
+    out["sample_naive"] = naive_sample(matches)
+    out["sample_ohem"] = ohem_sample(matches, logits, ious, ratio=3, min_samples=4)
+    out["sample_quota"] = quota_sample(matches, ious, 16, 0.5, 0.3, generator=g)
+    out["sample_quota_low"] = quota_sample(matches, ious, 16, 0.05, 0.01, neg_thresh_low=0.0, generator=g)
+    labels = torch.randint(0, C - 1, (B, M), generator=g)
+    for kind in ("naive", "ohem", "quota"):  # quota_low makes positives of unmatched anchors: no targets
+        samples = out[f"sample_{kind}"]
+        out[f"targets_{kind}"], out[f"masks_{kind}"] = encode_boxes(samples, matches, anchors, refs)
+        t, m, idx = encode_boxes_per_class(samples, matches, anchors, labels, refs, C - 1, max_pos=K)
+        out[f"pc_targets_{kind}"], out[f"pc_masks_{kind}"], out[f"pc_indices_{kind}"] = t, m, idx
+        out[f"classes_{kind}"] = encode_class(samples, matches, labels)
+    return out
+
+
+def _spoiled_scene(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int]]:
+    """Anchors and references where some boxes of each carry NaN or infinite coordinates.
+
+    References 0-2 are clean copies of anchors 10-12, references 3-5 spoiled copies of
+    anchors 13-15 (which they would match perfectly), then 2 padded rows. Anchors 20 and 21
+    are spoiled copies of anchors 10 and 11, anchors 0-2 spoiled random boxes.
+    """
+    anchors = boxes(2, 40, seed=5, dtype=dtype)
+    refs = torch.cat([anchors[:, 10:16], torch.full((2, 2, 4), float(PAD), dtype=dtype)], 1)
+    anchors[:, [20, 21]] = anchors[:, [10, 11]]
+    bad_anchors, bad_refs = [0, 1, 2, 20, 21], [3, 4, 5]
+    values = [math.nan, math.inf, -math.inf, math.nan, math.inf]
+    for row, value, coord in zip(bad_anchors, values, (0, 1, 2, 3, 0)):
+        anchors[:, row, coord] = value
+    for row, value, coord in zip(bad_refs, values, (2, 3, 0)):
+        refs[:, row, coord] = value
+    return anchors, refs, bad_anchors, bad_refs
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=_ids)
+def test_nan_or_infinite_boxes_never_match_become_positive_or_give_non_finite_targets(dtype: torch.dtype):
+    anchors, refs, bad_anchors, bad_refs = _spoiled_scene(dtype)
+    out = _pipeline(anchors, refs)
+    assert bool(torch.isfinite(out["ious"]).all())
+    for name, value in out.items():
+        kind = name.split("_")[0]
+        if kind == "match":
+            assert bool((value[:, bad_anchors] == NO_MATCH).all()), name
+            assert not bool(torch.isin(value, torch.tensor(bad_refs)).any()), name
+            if name != "match_maximum":  # every clean object still gets an anchor
+                assert all(bool((value == m).any(1).all()) for m in (0, 1, 2)), name
+        elif kind == "sample":
+            assert not bool((value[:, bad_anchors] == POS).any()), name
+        elif kind in ("targets", "pc"):
+            assert value.is_floating_point() is False or bool(torch.isfinite(value).all()), name
+        elif kind == "masks":
+            assert not bool(value[:, bad_anchors].any()), name
+    for kind in ("naive", "ohem", "quota"):
+        spoiled = torch.isin(out[f"pc_indices_{kind}"], torch.tensor(bad_anchors))
+        assert not bool(out[f"pc_masks_{kind}"][spoiled].any())
+    assert bool(out["masks_naive"].any()), "clean positives keep their targets"
+
+
+@pytest.mark.parametrize("value", NON_FINITE, ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("dtype", FLOATS, ids=_ids)
+def test_encoders_drop_non_finite_targets_from_the_mask(dtype: torch.dtype, value: float):
+    """Even when the caller pairs a positive with a spoiled box directly, the target that a
+    mask keeps is finite: the pair is dropped (target 0, mask 0), the others are unchanged."""
+    anchors, refs = boxes(1, 6, seed=6, dtype=dtype), boxes(1, 3, seed=7, dtype=dtype)
+    samples = torch.tensor([[POS, POS, POS, POS, NEG, POS]])
+    matches = torch.tensor([[0, 1, 2, 0, -1, 1]])
+    bad_refs, bad_anchors = _spoil(refs, [1], value, 2), _spoil(anchors, [3], value, 0)
+    clean_t, clean_m = encode_boxes(samples, matches, anchors, refs)
+    for a, r, dropped in (
+        (anchors, bad_refs, [1, 5]),
+        (bad_anchors, refs, [3]),
+        (bad_anchors, bad_refs, [1, 3, 5]),
+    ):
+        t, m = encode_boxes(samples, matches, a, r)
+        assert bool(torch.isfinite(t).all())
+        assert not t[:, dropped].any() and not m[:, dropped].any()
+        kept = [n for n in range(6) if n not in dropped]
+        assert torch.equal(t[:, kept], clean_t[:, kept]) and torch.equal(m[:, kept], clean_m[:, kept])
+        labels = torch.tensor([[0, 1, 2]])
+        pt, pm, idx = encode_boxes_per_class(samples, matches, a, labels, r, num_class=3, max_pos=4)
+        assert bool(torch.isfinite(pt).all())
+        assert not pm[torch.isin(idx, torch.tensor(dropped))].any()
+
+
+HUGE = [1e4, -1e4, 1e30, -1e30, math.inf, -math.inf, 3.0e38, -3.0e38]
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=_ids)
+def test_decoders_stay_finite_for_huge_and_infinite_predictions(dtype: torch.dtype):
+    """Every combination of huge/infinite offsets (exp overflow of the size terms, overflow of
+    the center terms, inf * 0 on zero-size anchors) decodes to finite boxes."""
+    values = torch.tensor(HUGE + [0.0, 1.0, -1.0])
+    x = torch.cartesian_prod(values, values).repeat(1, 2)[None].to(dtype)  # (1, 121, 4): every pair
+    n = x.shape[1]
+    centers = torch.tensor([[50.0, 40.0, 20.0, 30.0], [5.0, 5.0, 0.0, 0.0], [1e4, 1e4, 1e4, 1e-3]])
+    anchors = centers[torch.arange(n) % 3][None].to(dtype)
+    for convert_anchor in (False, True):
+        for clip in (None, 4.0):
+            for means in ((0.0, 0.0, 0.0, 0.0), (0.5, -0.5, 1.0, -1.0)):
+                dec = NormalizedBoxCenterDecoder(means=means, convert_anchor=convert_anchor, clip=clip)
+                out = dec(x, center_to_corner(anchors) if convert_anchor else anchors)
+                assert out.dtype == dtype and bool(torch.isfinite(out).all())
+                assert bool((out[..., 2:] >= out[..., :2]).all()), "xmax >= xmin, ymax >= ymin"
+
+
+def test_decoder_keeps_nan_predictions_nan():
+    """A NaN prediction is a bug upstream: its box stays NaN (other boxes are untouched)."""
+    x = torch.zeros(1, 3, 4)
+    x[0, 1, 2] = math.nan
+    out = decode_boxes(x, torch.tensor([[[5.0, 5.0, 2.0, 2.0]] * 3]))
+    assert bool(out[0, 1, [0, 2]].isnan().all()) and bool(torch.isfinite(out[0, [0, 2]]).all())
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=_ids)
+def test_samplers_never_make_a_positive_of_a_nan_overlap(dtype: torch.dtype):
+    """IoU matrices from elsewhere may hold NaN: an unmatched anchor whose overlap is NaN is
+    never a positive."""
+    g = torch.Generator().manual_seed(8)
+    ious = torch.rand(2, 30, 4, generator=g, dtype=torch.float64).to(dtype)
+    ious[:, ::3] = math.nan
+    ious[:, 1::3, 0] = math.nan
+    matches = torch.full((2, 30), NO_MATCH)
+    for pos_thresh in (0.0, 0.5, 0.9):
+        samples = quota_sample(matches, ious, 30, pos_thresh, 0.3, generator=g)
+        assert not bool((samples[:, ::3] == POS).any())
+    samples = ohem_sample(
+        matches, torch.randn(2, 30, 3, generator=g).to(dtype), ious, ratio=3, min_samples=30
+    )
+    assert not bool((samples == POS).any())
+
+
+def test_clip_to_image_maps_infinity_into_the_image_and_keeps_nan():
+    x = torch.tensor([[[-math.inf, 2.0, math.inf, math.nan]]])
+    out = clip_to_image(x, height=10, width=20)
+    assert out[0, 0, :3].tolist() == [0.0, 2.0, 20.0] and math.isnan(out[0, 0, 3])
