@@ -232,7 +232,8 @@ def feature_map_in(s: Sizes) -> tuple[Tensor]:
 
 
 def pooled_in(s: Sizes) -> tuple[Tensor]:
-    return (torch.randn(s.B, 8, 2, 2, generator=_generator(s, 5)),)
+    """Pooled regions, 7 x 7 as RoI heads pool them."""
+    return (torch.randn(s.B, 16, 7, 7, generator=_generator(s, 5)),)
 
 
 def image_in(s: Sizes) -> tuple[Tensor]:
@@ -269,7 +270,7 @@ def conv_predictor() -> nn.Module:
 
 
 def fc_predictor() -> nn.Module:
-    return warmed_up(predictor.FCPredictor(7, activation="tanh"), torch.zeros(1, 8, 2, 2))
+    return warmed_up(predictor.FCPredictor(7, activation="tanh"), torch.zeros(1, 16, 7, 7))
 
 
 def feature_extractor() -> nn.Module:
@@ -602,16 +603,18 @@ def test_eager(component):
 
 
 def test_compile(component):
-    """``torch.compile(fullgraph=True)``: no graph break, one dynamic-shape graph, eager's outputs."""
+    """``torch.compile(fullgraph=True)``: no graph break; the graph traced at one size serves
+    another without recompiling (nothing frozen to the traced sizes); eager's outputs. Batch
+    size 1 may add one graph (every tracer specialises sizes 0 and 1)."""
     module = component.factory()
     torch._dynamo.reset()
     try:
         compiled = torch.compile(module, fullgraph=True, dynamic=True, backend=COMPILE_BACKEND)
-        for s in (TRACE, *OTHER):
+        for i, s in enumerate((TRACE, *OTHER)):
             args = component.inputs(s)
-            assert_same(
-                component, run(component, compiled, args), run(component, module, args), f"compiled, {s}"
-            )
+            with torch._dynamo.config.patch(error_on_recompile=i == 1):
+                got = run(component, compiled, args)
+            assert_same(component, got, run(component, module, args), f"compiled, {s}")
     finally:
         torch._dynamo.reset()
 
