@@ -204,6 +204,16 @@ def test_user_module_as_network():
         FeatureExtractor(net, "stage1", pretrained=True)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+def test_dtype_follows_the_module(dtype):
+    fx = FPNFeatureExpander(TinyNet(), ["stage1", "stage2"], [8, 8], use_p6=True).to(dtype).eval()
+    x = torch.randn(2, 1, 30, 30, dtype=dtype)
+    with torch.no_grad():
+        outs = fx(x)
+    assert all(o.dtype == dtype for o in outs)
+    assert [o.shape for o in outs] == fx.output_shapes(30, 30, batch=2)
+
+
 def test_untraceable_module_is_a_clear_error():
     class Branchy(nn.Module):
         def __init__(self):

@@ -17,25 +17,22 @@ unchanged. Extraction uses ``torchvision.models.feature_extraction.create_featur
 GluonCV model names
 -------------------
 
-=====================  =====================  ==============================================
-GluonCV network        torchvision network    note
-=====================  =====================  ==============================================
-``resnet18_v1``        ``resnet18``           torchvision's ResNet strides in the 3x3 conv
-``resnet34_v1``        ``resnet34``           of a bottleneck (GluonCV's v1b layout); shapes
-``resnet50_v1``        ``resnet50``           equal GluonCV's v1, weights are not
-``resnet101_v1``       ``resnet101``          interchangeable
-``resnet152_v1``       ``resnet152``
-``resnet18_v1b``       ``resnet18``           same network as torchvision's
-``resnet34_v1b``       ``resnet34``
-``resnet50_v1b``       ``resnet50``
-``resnet101_v1b``      ``resnet101``
-``resnet152_v1b``      ``resnet152``
-``mobilenetv2_1.0``    ``mobilenet_v2``       torchvision's first block has no expansion conv
-``vgg11`` ... ``vgg19``  same name            also the ``_bn`` variants
-``mobilenet1.0`` etc.  none                   MobileNet v1 is not in torchvision: error
-``vgg16_atrous*``      none                   GluonCV's SSD VGG (dilated fc6/fc7, L2 norm,
-                                              ceil-mode pooling) is not in torchvision: error
-=====================  =====================  ==============================================
+==============================  =================  =============================================
+GluonCV network                 torchvision        note
+==============================  =================  =============================================
+``resnet18_v1``                 ``resnet18``       torchvision's ResNet strides in the 3x3 conv
+``resnet34_v1``                 ``resnet34``       of a bottleneck (GluonCV's v1b layout): same
+``resnet50_v1``                 ``resnet50``       shapes as GluonCV's v1, weights not
+``resnet101_v1``                ``resnet101``      interchangeable
+``resnet152_v1``                ``resnet152``
+``resnet18_v1b`` ... ``_v1b``   ``resnet18`` ...   the same network as torchvision's
+``mobilenetv2_1.0``             ``mobilenet_v2``   torchvision's first block has no expansion conv
+``vgg11`` ... ``vgg19_bn``      same name          ``vgg11``, ``vgg13``, ``vgg16``, ``vgg19`` and
+                                                   their ``_bn`` variants
+``mobilenet1.0``, ``0.75`` ...  none               MobileNet v1 is not in torchvision: error
+``vgg16_atrous_300`` ...        none               GluonCV's SSD VGG (dilated fc6/fc7, L2 norm,
+                                                   ceil-mode pooling) is not in torchvision: error
+==============================  =================  =============================================
 
 GluonCV output names (a trailing ``_output`` is accepted and ignored)
 ---------------------------------------------------------------------
@@ -503,7 +500,8 @@ def _meta_call(module: nn.Module, in_channels: int, height: int, width: int) -> 
     only, the module's own tensors are neither read nor changed."""
     tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
     state = {k: torch.empty_like(v, device="meta") for k, v in tensors.items()}
-    x = torch.empty(_PROBE_BATCH, in_channels, height, width, device="meta")
+    dtype = next((v.dtype for v in tensors.values() if v.is_floating_point()), torch.float32)
+    x = torch.empty(_PROBE_BATCH, in_channels, height, width, device="meta", dtype=dtype)
     with torch.no_grad():
         return torch.func.functional_call(module, state, (x,), strict=False)
 
