@@ -50,7 +50,9 @@ Under ``torch.compile``/``torch.export`` the sizes that eager mode reads from
 the data (``c``, ``k``, the groups worth reading, the number of rounds) take
 static values instead (``c = M``, ``k = min(M, N)``, one anchor per group,
 every anchor, a ``torch.while_loop``), so the same code traces without
-data-dependent shapes or Python control flow.
+data-dependent shapes or Python control flow. In eager mode those sizes are
+small values read back to the host (a handful per call, and one per round),
+a deliberate trade: they let a call read ``x`` about once instead of many times.
 
 Example:
     >>> import torch
@@ -72,7 +74,6 @@ from detblocks._checks import check_float, check_number, check_rank
 from detblocks.conventions import NO_MATCH
 
 __all__ = [
-    "FOLD",
     "maximum_match",
     "bipartite_match",
     "composite_match",
@@ -96,8 +97,8 @@ def _fold(m: int) -> int:
 # lists grow when a reference might need more); tracing uses the bound min(M, N).
 _FIRST_ANCHORS = 4
 
-# When flagged groups cover more than this fraction of the rows, read all rows
-# in place instead of gathering them (a gather copies what it reads).
+# When the scores worth reading again exceed this fraction of x, read all of x
+# in place instead of gathering them (a gather costs more per score).
 _DENSE_FRACTION = 0.25
 
 
