@@ -52,7 +52,7 @@ ONNX_NAME = "detector.onnx"
 class DemoConfig:
     """Every setting of the demo (the command line maps onto these fields one to one)."""
 
-    epochs: int = 8
+    epochs: int = 4
     batch_size: int = 32
     image_size: int = 128
     out: str = "runs/demo"
@@ -63,7 +63,7 @@ class DemoConfig:
     val_data: str | None = None
     val_images: str | None = None
     val_fraction: float = 0.2
-    train_size: int = 3000
+    train_size: int = 6000
     val_size: int = 500
     iters: int | None = None
     lr: float = 3e-3
