@@ -164,12 +164,12 @@ def _scan(x: Tensor, sign: int) -> _Scan:
         y = x if sign > 0 else x.neg()
         return _Scan(x, sign, 1, y, y.amax(1), {})
     gmax, size = _group_best(x, sign, _fold(x.shape[2]))
-    colmax = gmax.amax(1)
+    colmax = _group_best(gmax, 1, FOLD)[0].amax(1)  # folding again beats one long reduction
     # A NaN anywhere shows up in its column maximum; clean a copy only then.
     if bool(torch.isnan(colmax).any()):
         x = torch.where(torch.isnan(x), worst, x)
         gmax, size = _group_best(x, sign, _fold(x.shape[2]))
-        colmax = gmax.amax(1)
+        colmax = _group_best(gmax, 1, FOLD)[0].amax(1)
     return _Scan(x, sign, size, gmax, colmax, {})
 
 
