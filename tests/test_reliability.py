@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import detblocks
@@ -885,3 +887,178 @@ def test_clip_to_image_maps_infinity_into_the_image_and_keeps_nan():
     x = torch.tensor([[[-math.inf, 2.0, math.inf, math.nan]]])
     out = clip_to_image(x, height=10, width=20)
     assert out[0, 0, :3].tolist() == [0.0, 2.0, 20.0] and math.isnan(out[0, 0, 3])
+
+
+# ======================================================================= fuzzing
+FUZZ = settings(
+    max_examples=30,  # per dtype
+    deadline=None,
+    derandomize=True,  # the same examples on every run: CI is reproducible
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+#: Coordinates of every scale: tiny (1e-6), image-sized, huge (1e6), and their signs.
+COORDS = st.one_of(
+    st.floats(-1e-6, 1e-6),
+    st.floats(-10.0, 4096.0),
+    st.floats(-1e6, 1e6),
+    st.sampled_from([0.0, -1.0, 1e-6, 1e6, -1e6, 4096.0]),
+)
+SIDES = st.one_of(st.just(0.0), st.floats(1e-6, 1e-3), st.floats(0.0, 1e6))
+
+
+@st.composite
+def box_lists(draw: st.DrawFn, count: int) -> list[list[float]]:
+    """``count`` boxes, each arbitrary (often inverted), proper (zero-area allowed) or tiny."""
+    out = []
+    for _ in range(count):
+        kind = draw(st.sampled_from(["arbitrary", "proper", "proper", "proper"]))
+        if kind == "arbitrary":
+            out.append([draw(COORDS) for _ in range(4)])
+        else:
+            x, y, w, h = draw(COORDS), draw(COORDS), draw(SIDES), draw(SIDES)
+            out.append([x, y, x + w, y + h])
+    return out
+
+
+@st.composite
+def scenes(draw: st.DrawFn, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``anchors (B, N, 4)``, ``refs (B, M, 4)`` with padded rows, and which refs are padding."""
+    B, N, M = draw(st.integers(1, 3)), draw(st.integers(0, 12)), draw(st.integers(0, 6))
+    anchors = torch.tensor(draw(box_lists(B * N)), dtype=torch.float64).reshape(B, N, 4)
+    refs = torch.tensor(draw(box_lists(B * M)), dtype=torch.float64).reshape(B, M, 4)
+    if N and M:  # some references copy (or nearly copy) anchors: real overlaps
+        for b in range(B):
+            for m in range(M):
+                if draw(st.booleans()):
+                    refs[b, m] = anchors[b, draw(st.integers(0, N - 1))] * draw(st.sampled_from([1.0, 1.01]))
+    padded = torch.zeros(B, M, dtype=torch.bool)
+    for b in range(B):
+        padded[b, M - draw(st.one_of(st.integers(0, M // 2), st.just(M))) :] = True  # padding at the end
+    refs[padded] = float(PAD)
+    if dtype == torch.float16:  # float16 boxes: coordinates and their differences below 65504
+        anchors, refs = anchors.clamp(-3e4, 3e4), refs.clamp(-3e4, 3e4)
+    return anchors.to(dtype), refs.to(dtype), padded
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=_ids)
+@FUZZ
+@given(
+    data=st.data(), threshold=st.floats(0.05, 1.0), share_max=st.booleans(), seed=st.integers(0, 2**31 - 1)
+)
+def test_fuzz_the_target_pipeline_stays_in_its_documented_ranges(dtype, data, threshold, share_max, seed):
+    """Arbitrary finite boxes and padding through IoU, matchers, samplers, encoders and the
+    decoder: no exception, IoU in [0, 1], matches in [-1, M) and never a padded row,
+    samples in {-1, 0, 1} with positives exactly where the sampler's rule says, finite
+    targets, masks only at positives, finite decoded boxes."""
+    anchors, refs, padded = data.draw(scenes(dtype), label="scene")
+    B, N, M = anchors.shape[0], anchors.shape[1], refs.shape[1]
+    for fmt, offset, eps in (("corner", 0, 1e-15), ("center", 1, 0.0), ("corner", 0, 0.0)):
+        ious = box_iou(anchors, refs, fmt=fmt, offset=offset, eps=eps)
+        assert ious.shape == (B, N, M) and ious.dtype == anchors.dtype
+        assert bool(((ious >= 0) & (ious <= 1)).all()), "IoU in [0, 1], never NaN"
+    ious = box_iou(anchors, refs)
+    assert not bool(ious.transpose(1, 2)[padded].any()), "a padded row overlaps nothing"
+    matchers = {
+        "bipartite": lambda x: bipartite_match(x, share_max=share_max),
+        "greedy": lambda x: bipartite_match(x, threshold=threshold, recover=False),
+        "maximum": lambda x: maximum_match(x, threshold),
+        "composite": lambda x: composite_match(
+            x, [BipartiteMatcher(share_max=share_max), MaximumMatcher(threshold)]
+        ),
+    }
+    for name, match in matchers.items():
+        matches = match(ious)
+        assert matches.dtype == torch.int64 and matches.shape == (B, N)
+        assert bool(((matches >= NO_MATCH) & (matches < M)).all()), name
+        matched = matches >= 0
+        picked = torch.cat([ious, ious.new_zeros(B, N, 1)], 2).gather(2, matches.clamp(min=0)[..., None])[
+            ..., 0
+        ]
+        assert bool((picked[matched] > 0).all()), f"{name}: a match has a positive overlap"
+        if name == "greedy":
+            assert bool((picked[matched] > threshold).all())
+            for b in range(B):  # one-to-one
+                assert len(set(matches[b][matched[b]].tolist())) == int(matched[b].sum())
+    matches = composite_match(ious, [BipartiteMatcher(share_max=share_max), MaximumMatcher(threshold)])
+    g = torch.Generator().manual_seed(seed)
+    logits = (torch.randn(B, N, C, generator=g) * 10).to(anchors.dtype)
+    samplers = {
+        "naive": naive_sample(matches),
+        "ohem": ohem_sample(matches, logits, ious, ratio=3, min_samples=2),
+        "quota": quota_sample(matches, ious, 8, 0.5, 0.3, generator=g),
+    }
+    for name, samples in samplers.items():
+        assert samples.dtype == torch.int64 and samples.shape == (B, N)
+        assert bool(torch.isin(samples, torch.tensor([NEG, IGN, POS])).all()), name
+        assert not bool((samples[matches >= 0] == NEG).any()), f"{name}: a matched anchor is never negative"
+        if name != "quota":
+            assert torch.equal(samples == POS, matches >= 0), name
+    labels = torch.randint(0, C - 1, (B, M), generator=g)
+    for name in ("naive", "ohem"):
+        samples = samplers[name]
+        targets, masks = encode_boxes(samples, matches, anchors, refs)
+        assert targets.dtype == masks.dtype == anchors.dtype
+        assert bool(torch.isfinite(targets).all()), "targets are finite (1e-6 size floor, saturation)"
+        assert torch.equal(masks.bool().all(-1), masks.bool().any(-1)), "a mask is all or nothing per anchor"
+        assert not bool(masks[samples != POS].any()), "masks only at positives"
+        t, m, idx = encode_boxes_per_class(samples, matches, anchors, labels, refs, C - 1, max_pos=K)
+        assert bool(torch.isfinite(t).all()) and bool(((idx >= -1) & (idx < N)).all())
+        assert bool(m.sum((2, 3)).le(4).all()), "at most one class kept per anchor"
+        cls = encode_class(samples, matches, labels)
+        assert bool(((cls >= -1) & (cls <= C - 1)).all())
+        decoded = decode_boxes(targets, corner_to_center(anchors))
+        assert decoded.dtype == anchors.dtype and bool(torch.isfinite(decoded).all())
+
+
+ANY_DTYPES = [torch.float32, torch.float64, torch.float16, torch.int64, torch.int32, torch.uint8, torch.bool]
+
+
+@st.composite
+def any_tensors(draw: st.DrawFn) -> torch.Tensor:
+    """A tensor of any rank up to 4, small (possibly empty) sizes, any dtype, values in [-2, 4]."""
+    shape = draw(st.lists(st.sampled_from([0, 1, 2, 3, 4, 5]), max_size=4))
+    dtype = draw(st.sampled_from(ANY_DTYPES))
+    values = torch.randint(-2, 5, shape, generator=torch.Generator().manual_seed(draw(st.integers(0, 99))))
+    return values.to(dtype)
+
+
+#: Every tensor entry point, called with generated tensors.
+ENTRY_POINTS: dict[str, tuple[int, Callable[..., object]]] = {
+    "box_iou": (2, box_iou),
+    "box_iou_center": (2, lambda a, b: box_iou(a, b, fmt="center", offset=1)),
+    "box_area": (1, box_area),
+    "corner_to_center": (1, corner_to_center),
+    "center_to_corner": (1, lambda x: center_to_corner(x, split=True)),
+    "bbox_split": (1, lambda x: bbox_split(x, axis=1)),
+    "clip_to_image": (2, clip_to_image),
+    "encode_boxes": (4, encode_boxes),
+    "encode_boxes_per_class": (5, lambda s, m, a, lab, r: encode_boxes_per_class(s, m, a, lab, r, 3, 4)),
+    "encode_class": (3, encode_class),
+    "encode_sigmoid_class": (1, encode_sigmoid_class),
+    "decode_boxes": (2, decode_boxes),
+    "decode_class": (1, decode_class),
+    "decode_per_class": (1, MultiPerClassDecoder(3)),
+    "maximum_match": (1, MaximumMatcher(0.5)),
+    "bipartite_match": (1, bipartite_match),
+    "composite_match": (1, CompositeMatcher([BipartiteMatcher(), MaximumMatcher(0.5)])),
+    "naive_sample": (1, naive_sample),
+    "ohem_sample": (3, lambda m, lg, i: ohem_sample(m, lg, i, 3)),
+    "quota_sample": (2, lambda m, i: quota_sample(m, i, 4, 0.5, 0.3)),
+    "QuotaSamplerOp": (3, lambda m, i, k: QuotaSamplerOp(m, i, k, *OP_ARGS)),
+    "ConvPredictor": (1, lambda x: ConvPredictor(2, in_channels=3)(x)),
+    "FCPredictor": (1, lambda x: FCPredictor(2)(x)),
+}
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(ENTRY_POINTS)), data=st.data())
+def test_fuzz_any_tensor_input_gives_a_result_or_a_documented_error(name: str, data: st.DataObject):
+    """Tensors of any rank, size and dtype: every entry point returns, or raises the
+    ``ValueError``/``TypeError`` of its argument checks; never an error from deep inside."""
+    arity, fn = ENTRY_POINTS[name]
+    args = [data.draw(any_tensors(), label=f"arg{i}") for i in range(arity)]
+    try:
+        fn(*args)
+    except (ValueError, TypeError) as err:
+        assert re.match(r"^[\w\[\]]+ must |^batch size of |^a and b must|^clip_to_image needs", str(err)), err
