@@ -168,17 +168,53 @@ def test_box_iou_axis_1_layout():
     torch.testing.assert_close(out, box_iou(a, b))
 
 
-def test_box_iou_blocked_path_equals_single_shot(monkeypatch):
+def _set_block_elements(monkeypatch, elements: int) -> None:
+    """Force the eager blocked IoU path to blocks of ``elements`` (threaded or not)."""
+    monkeypatch.setattr(bbox, "_IOU_BLOCK_ELEMENTS", elements)
+    monkeypatch.setattr(bbox, "_IOU_BLOCK_ELEMENTS_ONE_THREAD", elements)
+
+
+@pytest.fixture(params=[1, 3], ids=["1thread", "3threads"])
+def num_threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def test_box_iou_blocked_path_equals_single_shot(monkeypatch, num_threads):
     g = torch.Generator().manual_seed(7)
     a, b = random_boxes((3, 1000), generator=g), random_boxes((3, 7), generator=g)
     for offset in (0, 1):
-        single = box_iou(a, b, offset=offset)  # 21,000 elements: one block at the default size
-        monkeypatch.setattr(bbox, "_IOU_BLOCK_ELEMENTS", 3 * 7 * 13)  # blocks of 13 rows, ragged end
+        single = box_iou(a, b, offset=offset)  # 21,000 elements: one block at the default sizes
+        _set_block_elements(monkeypatch, 3 * 7 * 13)  # blocks of 13 rows, ragged end
         blocked = box_iou(a, b, offset=offset)
-        monkeypatch.setattr(bbox, "_IOU_BLOCK_ELEMENTS", 1)  # smaller than one row: single shot
+        _set_block_elements(monkeypatch, 1)  # smaller than one row: single shot
         tiny = box_iou(a, b, offset=offset)
         monkeypatch.undo()
         assert torch.equal(blocked, single) and torch.equal(tiny, single)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_box_iou_blocked_path_under_grad_modes(monkeypatch, num_threads, mode):
+    """Helper threads follow the caller's inference mode (the result is an inference tensor)."""
+    g = torch.Generator().manual_seed(8)
+    a, b = random_boxes((2, 400), generator=g), random_boxes((2, 9), generator=g)
+    single = box_iou(a, b)
+    _set_block_elements(monkeypatch, 2 * 9 * 10)
+    with torch.no_grad() if mode == "no_grad" else torch.inference_mode():
+        blocked = box_iou(a, b)
+    assert torch.equal(blocked, single)
+
+
+def test_box_iou_blocked_path_reraises_errors(monkeypatch, num_threads):
+    def failing(*args, **kwargs):
+        raise RuntimeError("block failed")
+
+    _set_block_elements(monkeypatch, 2 * 3 * 10)
+    monkeypatch.setattr(bbox, "_iou_block", failing)
+    with pytest.raises(RuntimeError, match="block failed"):
+        box_iou(random_boxes((2, 100)), random_boxes((2, 3)))
 
 
 @pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
@@ -186,7 +222,7 @@ def test_box_iou_blocked_path_in_half_precision(monkeypatch, half):
     g = torch.Generator().manual_seed(8)
     a, b = random_boxes((2, 500), generator=g).to(half), random_boxes((2, 5), generator=g).to(half)
     single = box_iou(a, b)
-    monkeypatch.setattr(bbox, "_IOU_BLOCK_ELEMENTS", 2 * 5 * 31)
+    _set_block_elements(monkeypatch, 2 * 5 * 31)
     blocked = box_iou(a, b)
     assert blocked.dtype == half and torch.equal(blocked, single)
 

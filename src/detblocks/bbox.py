@@ -10,6 +10,8 @@ hyper-parameters and call the functions.
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -34,10 +36,15 @@ __all__ = [
 # GluonCV clips intersection widths and heights to float16's largest finite value.
 _F16_MAX = 65504.0
 
-# Elements of one (B, rows, M) block of the IoU matrix computed at a time in eager mode: the
-# block's float32 temporaries (1 MiB each) stay in cache and only the result goes to memory,
-# while each op still covers enough elements to amortise its fixed cost (a few microseconds).
-_IOU_BLOCK_ELEMENTS = 262144
+# Elements of one (B, rows, M) block of the IoU matrix computed at a time in eager mode on
+# CPU: the block's temporaries (128 KiB each in float32) stay in cache and only the result goes
+# to memory. Below ATen's parallel grain (32768 elements) every op of a block runs serially in
+# its thread, and the torch.get_num_threads() threads work on interleaved blocks side by side:
+# no per-op fork/join, which stalls badly whenever another process holds a core.
+_IOU_BLOCK_ELEMENTS = 32000
+# With a single thread, blocks 8x larger (1 MiB temporaries, still cached) amortise the fixed
+# cost of each op (a few microseconds) better.
+_IOU_BLOCK_ELEMENTS_ONE_THREAD = 262144
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -189,13 +196,14 @@ def _iou_block(
 
 
 def _iou_block_rows(a: Tensor, b: Tensor) -> int | None:
-    """Rows of ``a`` per block of the eager fast path, or None for a single block: under
-    compile/export, when autograd records, or when one block covers everything."""
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+    """Rows of ``a`` per block of the eager CPU fast path, or None for a single block: under
+    compile/export, on accelerators, when autograd records, or when one block covers everything."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or a.device.type != "cpu":
         return None
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
         return None
-    rows = _IOU_BLOCK_ELEMENTS // max(1, max(a.shape[0], b.shape[0]) * b.shape[1])
+    budget = _IOU_BLOCK_ELEMENTS if torch.get_num_threads() > 1 else _IOU_BLOCK_ELEMENTS_ONE_THREAD
+    rows = budget // max(1, max(a.shape[0], b.shape[0]) * b.shape[1])
     return rows if 1 <= rows < a.shape[1] else None
 
 
@@ -284,11 +292,40 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
     else:
         # Eager fast path: blocks of rows, each written straight into the result.
         out = a_t.new_empty((max(a.shape[0], b.shape[0]), a.shape[1], b.shape[1]), dtype=out_dtype)
-        for start in range(0, a.shape[1], block_rows):
+
+        def run_block(start: int) -> None:
             rows = slice(start, start + block_rows)
             a_cols = tuple(a_t[:, k, rows, None] for k in range(4))
             _iou_block(a_cols, b_cols, area_a[:, rows, None], area_b, offset, out=out[:, rows])  # type: ignore[arg-type]
+
+        _run_threaded(run_block, range(0, a.shape[1], block_rows))
     return out.squeeze(0) if single else out
+
+
+def _run_threaded(fn: Callable[[int], None], items: range) -> None:
+    """``fn(item)`` for every item, spread over ``torch.get_num_threads()`` threads (the caller's
+    and short-lived helpers, so nothing outlives the call or a fork); ``fn`` must release the GIL
+    for most of its time, as torch ops do. The first exception is re-raised here."""
+    workers = max(1, min(torch.get_num_threads(), len(items)))
+    inference = torch.is_inference_mode_enabled()
+    errors: list[BaseException] = []
+
+    def work(first: int) -> None:
+        try:
+            with torch.inference_mode(inference):  # thread-local: follow the caller's mode
+                for item in items[first::workers]:
+                    fn(item)
+        except BaseException as exc:  # handed to the caller below
+            errors.append(exc)
+
+    helpers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(1, workers)]
+    for thread in helpers:
+        thread.start()
+    work(0)
+    for thread in helpers:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def clip_to_image(
