@@ -422,6 +422,14 @@ def test_float16_extremes():
     assert bipartite_match(x, threshold=-1e9).tolist() == [[-1]]
 
 
+def test_infinite_threshold(dense_fraction):
+    """Nothing is beyond an infinite threshold, so no reference counts for the recovery."""
+    x = torch.tensor([[[math.inf, 0.5], [math.inf, math.inf]]])
+    for share_max in (True, False):
+        assert bipartite_match(x, math.inf, share_max=share_max).tolist() == [[-1, -1]]
+        assert bipartite_match(-x, -math.inf, True, share_max=share_max).tolist() == [[-1, -1]]
+
+
 # --------------------------------------------------------------------------- bad inputs
 def test_bad_x():
     with pytest.raises(TypeError, match="x must be a torch.Tensor, got list"):

@@ -294,7 +294,8 @@ def _maximum(scan: _Scan, threshold: float, out: Tensor) -> Tensor:
     x = scan.x
     thr = torch.full((), threshold, dtype=x.dtype, device=x.device)
     cs = _columns(scan, scan.colmax >= thr)
-    index = _reaching(scan, cs, torch.where(cs.ok, thr, float("inf")), 0.0)  # anchors that can match
+    # NaN levels are never reached: references that cannot match
+    index = _reaching(scan, cs, torch.where(cs.ok, thr, float("nan")), 0.0)
     best, arg = _best(_rows(scan, index), 1)
     return _fill(out, index, torch.where(best >= thr, arg, NO_MATCH))
 
@@ -515,11 +516,11 @@ def _bipartite(
     if not recover:
         return out
     # Recovery: an anchor reaching (within eps) the column maximum of a reference
-    # that can match takes its best reference. cmax = +inf marks the others.
-    cmax = torch.where(scan.colmax > thr, scan.colmax, float("inf"))  # (B, M)
+    # that can match takes its best reference. cmax = NaN (never reached) marks the others.
+    cmax = torch.where(scan.colmax > thr, scan.colmax, float("nan"))  # (B, M)
     # Only anchors reaching some column maximum can pass (share_max=False asks it
     # of their best reference).
-    index = _reaching(scan, cs, torch.where(cs.ok, cmax.gather(1, cs.cols), float("inf")), eps)
+    index = _reaching(scan, cs, torch.where(cs.ok, cmax.gather(1, cs.cols), float("nan")), eps)
     rows = _rows(scan, index)
     best, arg = _best(rows, sign)  # (B, N) or (R, 1)
     cm = _per_row(scan, index, cmax)  # (B, 1, M) or (R, 1, M)
