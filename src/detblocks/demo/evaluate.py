@@ -28,7 +28,8 @@ class Detections:
 
 @dataclass
 class CocoMetrics:
-    """COCOeval's headline numbers: ``map`` = AP@[.5:.95], ``map50`` = AP@.5, ``stats`` = all 12."""
+    """COCOeval's headline numbers: ``map`` = AP@[.5:.95], ``map50`` = AP@.5, ``stats`` = all 12
+    (``-1`` where an area range holds no ground truth)."""
 
     map: float
     map50: float
@@ -104,5 +105,5 @@ def coco_evaluate(ground_truth: dict, detections: Detections) -> CocoMetrics:
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    stats = [max(0.0, float(s)) for s in ev.stats]  # COCOeval uses -1 for "no ground truth in range"
-    return CocoMetrics(map=stats[0], map50=stats[1], stats=stats)
+    stats = [float(s) for s in ev.stats]  # -1 where COCOeval has no ground truth (e.g. no large objects)
+    return CocoMetrics(map=max(0.0, stats[0]), map50=max(0.0, stats[1]), stats=stats)
