@@ -25,6 +25,7 @@ The measured numbers quoted in ``docs/guarantees.md`` come from these tests.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -1062,3 +1063,214 @@ def test_fuzz_any_tensor_input_gives_a_result_or_a_documented_error(name: str, d
         fn(*args)
     except (ValueError, TypeError) as err:
         assert re.match(r"^[\w\[\]]+ must |^batch size of |^a and b must|^clip_to_image needs", str(err)), err
+
+
+# ======================================================================= half precision
+def ssd_anchors(size: int = 4096) -> torch.Tensor:
+    """SSD-style anchors on a ``size`` px square image: strides 64-512, sides 96-768 px, aspect
+    ratios 1/2, 1, 2, clipped to the image (N = 16320 at 4096 px). Corner form, float32."""
+    out = []
+    for stride, side in ((64, 96), (128, 192), (256, 384), (512, 768)):
+        centers = torch.arange(stride / 2, size, stride)
+        cy, cx = torch.meshgrid(centers, centers, indexing="ij")
+        for ratio in (0.5, 1.0, 2.0):
+            w, h = side * math.sqrt(ratio), side / math.sqrt(ratio)
+            out.append(torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1).reshape(-1, 4))
+    return torch.cat(out).clamp(0, size)
+
+
+def objects(batch: int, count: int, size: int = 4096, seed: int = 0) -> torch.Tensor:
+    """Ground-truth boxes with log-uniform sides of 32-1024 px inside the image, float32."""
+    g = torch.Generator().manual_seed(seed)
+    wh = torch.exp(torch.rand(batch, count, 2, generator=g) * math.log(1024 / 32)) * 32
+    xy = torch.rand(batch, count, 2, generator=g) * (size - wh)
+    return torch.cat([xy, xy + wh], -1)
+
+
+def iou_rounding_bound(a: torch.Tensor, b: torch.Tensor, u: float) -> torch.Tensor:
+    """How far the IoU of every pair can move when each coordinate ``c`` of ``a (B, N, 4)`` and
+    ``b (B, M, 4)`` is rounded to a dtype of unit roundoff ``u`` (error at most ``u * |c|``)
+    and the IoU itself is rounded to that dtype: ``Tensor[B, N, M]`` (float64).
+
+    Worst case over all the roundings: intersection sides move by at most the rounding of
+    the two coordinates that bound them, areas by that of their sides, and
+    ``|I'/U' - I/U| <= (|dI| + IoU |dU|) / (U - |dU|)``.
+    """
+    a, b = a.double(), b.double()
+    al, at, ar, ab = (a[..., k, None] for k in range(4))  # (B, N, 1)
+    bl, bt, br, bb = (b[..., None, :, k] for k in range(4))  # (B, 1, M)
+    dal, dat, dar, dab = (v.abs() * u for v in (al, at, ar, ab))
+    dbl, dbt, dbr, dbb = (v.abs() * u for v in (bl, bt, br, bb))
+    iw = (torch.minimum(ar, br) - torch.maximum(al, bl)).clamp(min=0)
+    ih = (torch.minimum(ab, bb) - torch.maximum(at, bt)).clamp(min=0)
+    diw = torch.maximum(dar, dbr) + torch.maximum(dal, dbl)
+    dih = torch.maximum(dab, dbb) + torch.maximum(dat, dbt)
+    inter, d_inter = iw * ih, iw * dih + ih * diw + diw * dih
+    d_area_a = (ar - al) * (dat + dab) + (ab - at) * (dal + dar) + (dal + dar) * (dat + dab)
+    d_area_b = (br - bl) * (dbt + dbb) + (bb - bt) * (dbl + dbr) + (dbl + dbr) * (dbt + dbb)
+    union = (ar - al) * (ab - at) + (br - bl) * (bb - bt) - inter
+    d_union = d_area_a + d_area_b + d_inter
+    iou = inter / union
+    bound = (d_inter + iou * d_union) / (union - d_union).clamp(min=1e-300)
+    bound = torch.where(union > d_union, bound, 1.0)
+    return bound + u * iou + 1e-6  # + the rounding of the result, + float32 arithmetic
+
+
+def unexplained_differences(
+    iou: torch.Tensor, bound: torch.Tensor, want: torch.Tensor, got: torch.Tensor, threshold: float
+) -> list[tuple[int, int]]:
+    """Anchors whose match differs between ``want`` (from ``iou``) and ``got`` (from ``iou``
+    perturbed by at most ``bound``) for no *near-tie*.
+
+    A near-tie is a comparison the matcher makes whose outcome the perturbation can flip:
+    two IoUs ``p``, ``q`` of one row (the anchor's old and new reference) or of one column
+    (the anchor and the one that holds that reference in the other result, or the
+    column's best anchor, for the recovery step) with ``|iou_p - iou_q| <= bound_p + bound_q``;
+    or an IoU within its bound of ``threshold``. A greedy matcher's choices depend on each
+    other, so an anchor displaced by a near-tie elsewhere (the other holder of its
+    reference differs for an explained reason) counts as explained too.
+    """
+    lo, hi = iou - bound, iou + bound
+    B, N, M = iou.shape
+    col_best = iou.argmax(1)  # (B, M)
+    holders = [[{r: n for n, r in enumerate(m[b].tolist()) if r >= 0} for b in range(B)] for m in (want, got)]
+
+    def overlap(b: int, n1: int, r1: int, n2: int, r2: int) -> bool:
+        return bool(hi[b, n1, r1] >= lo[b, n2, r2]) and bool(hi[b, n2, r2] >= lo[b, n1, r1])
+
+    differ = [tuple(d) for d in (want != got).nonzero().tolist()]
+    explained: set[tuple[int, int]] = set()
+    grew = True
+    while grew:
+        grew = False
+        for b, n in differ:
+            if (b, n) in explained:
+                continue
+            old, new = int(want[b, n]), int(got[b, n])
+            ok = old >= 0 and new >= 0 and overlap(b, n, old, n, new)
+            for r in (old, new):
+                if r < 0 or ok:
+                    continue
+                ok = abs(float(iou[b, n, r]) - threshold) <= float(bound[b, n, r])
+                other = holders[1 if r == old else 0][b].get(r)
+                for n2 in {other, int(col_best[b, r])} - {None, n}:
+                    ok = ok or overlap(b, n, r, n2, r) or (b, n2) in explained
+            if not ok and (old < 0 or new < 0):  # recovery: reaching a column maximum
+                reach = hi[b, n] + 1e-12 >= lo[b, col_best[b], torch.arange(M)]
+                ok = bool((reach & (iou[b].amax(0) + bound[b].amax(0) > threshold)).any())
+            if ok:
+                explained.add((b, n))
+                grew = True
+    return [d for d in differ if d not in explained]
+
+
+MATCHERS = {
+    "maximum": (MaximumMatcher(0.5), 0.5),
+    "bipartite": (BipartiteMatcher(), 1e-12),
+    "composite": (CompositeMatcher([BipartiteMatcher(), MaximumMatcher(0.5)]), 0.5),
+}
+
+
+@functools.cache
+def scene_4096() -> dict[str, object]:
+    """2 images of 4096 x 4096 px: 16320 SSD anchors, 30 objects each; float32 IoU and matches."""
+    a, b = ssd_anchors()[None].expand(2, -1, -1), objects(2, 30)
+    ious = box_iou(a, b)
+    return {"a": a, "b": b, "ious": ious, "matches": {k: m(ious) for k, (m, _) in MATCHERS.items()}}
+
+
+@functools.cache
+def half_4096(half: torch.dtype) -> dict[str, torch.Tensor]:
+    """The scene's boxes rounded to ``half``, their IoU, and the bound of its rounding error."""
+    a, b = scene_4096()["a"], scene_4096()["b"]
+    ah, bh = a.to(half), b.to(half)  # type: ignore[union-attr]
+    return {"a": ah, "b": bh, "ious": box_iou(ah, bh), "bound": iou_rounding_bound(a, b, UNIT_ROUNDOFF[half])}
+
+
+@pytest.mark.parametrize("half", HALVES, ids=_ids)
+def test_half_precision_adds_nothing_but_the_rounding_of_the_result(half: torch.dtype):
+    """On the same (half) inputs, IoU, targets and decoded boxes are float32's rounded once to
+    the half dtype, and matches are float32's except where that rounding makes a near-tie."""
+    h = half_4096(half)
+    a, b, ious = h["a"], h["b"], h["ious"]
+    a32, b32 = a.float(), b.float()
+    ious32 = box_iou(a32, b32)
+    assert ious.dtype == half and torch.equal(ious, ious32.to(half))
+    u = UNIT_ROUNDOFF[half]
+    for name, (match, threshold) in MATCHERS.items():
+        want, got = match(ious32), match(ious)
+        assert not unexplained_differences(
+            ious32.double(), ious32.double() * u + 1e-7, want, got, threshold
+        ), name
+    matches = match(ious32)  # the composite matcher's
+    samples = naive_sample(matches)
+    targets, masks = encode_boxes(samples, matches, a, b)
+    want_t, want_m = encode_boxes(samples, matches, a32, b32)
+    assert (
+        targets.dtype == half
+        and torch.equal(targets, want_t.to(half))
+        and torch.equal(masks, want_m.to(half))
+    )
+    centers = corner_to_center(a32).to(half)
+    decoded = decode_boxes(targets, centers)
+    assert torch.equal(decoded, decode_boxes(targets.float(), centers.float()).to(half))
+
+
+@pytest.mark.parametrize("half", HALVES, ids=_ids)
+def test_half_iou_agrees_with_float32_within_the_rounding_of_the_inputs(half: torch.dtype):
+    h = half_4096(half)
+    err = (h["ious"].double() - scene_4096()["ious"].double()).abs()  # type: ignore[union-attr]
+    assert bool((err <= h["bound"]).all()), "the IoU moves no more than the rounding of its inputs allows"
+    print(f"{half}: max |IoU - IoU_float32| = {float(err.max()):.4f}")
+    assert float(err.max()) <= {torch.float16: 0.02, torch.bfloat16: 0.15}[half]
+
+
+@pytest.mark.parametrize("half", HALVES, ids=_ids)
+def test_half_matches_equal_float32_except_at_near_ties(half: torch.dtype):
+    h, ref = half_4096(half), scene_4096()
+    for name, (match, threshold) in MATCHERS.items():
+        want, got = ref["matches"][name], match(h["ious"])  # type: ignore[index]
+        assert not unexplained_differences(ref["ious"].double(), h["bound"], want, got, threshold), name  # type: ignore[union-attr]
+        differ, matched = int((want != got).sum()), int((want >= 0).sum())
+        print(f"{half} {name}: {differ} of {matched} matched anchors differ, all at near-ties")
+
+
+def target_rounding_bound(
+    samples, matches, anchors, refs, u: float, stds=(0.1, 0.1, 0.2, 0.2)
+) -> torch.Tensor:
+    """How far each box target can move when the corner coordinates are rounded to a dtype of
+    unit roundoff ``u`` (and the target itself is rounded): ``Tensor[B, N, 4]`` (float64)."""
+    a = anchors.double()
+    g = torch.gather(refs.double(), 1, matches.clamp(min=0)[..., None].expand(-1, -1, 4))
+    da, dg = a.abs() * u, g.abs() * u
+    out = []
+    for k in (0, 1):  # center offsets: (g_c - a_c + e1) / (a_w + e2)
+        size, center = a[..., k + 2] - a[..., k], (a[..., k] + a[..., k + 2]) / 2
+        offset = (g[..., k] + g[..., k + 2]) / 2 - center
+        e1 = (dg[..., k] + dg[..., k + 2] + da[..., k] + da[..., k + 2]) / 2
+        e2 = da[..., k] + da[..., k + 2]
+        out.append((e1 + (offset / size).abs() * e2) / (size - e2) / stds[k])
+    for k in (0, 1):  # log size ratios: log((g_w + e3) / (a_w + e2))
+        a_size, g_size = a[..., k + 2] - a[..., k], g[..., k + 2] - g[..., k]
+        e2, e3 = da[..., k] + da[..., k + 2], dg[..., k] + dg[..., k + 2]
+        out.append((-torch.log1p(-e3 / g_size) - torch.log1p(-e2 / a_size)) / stds[k + 2])
+    bound = torch.stack([out[0], out[1], out[2], out[3]], -1)
+    targets, _ = encode_boxes(samples, matches, anchors.double(), refs.double())
+    return (bound + u * targets.abs() + 1e-5 * (1 + targets.abs())) * (samples == POS)[..., None]
+
+
+@pytest.mark.parametrize("half", HALVES, ids=_ids)
+def test_half_encodings_agree_with_float32_within_the_rounding_of_the_inputs(half: torch.dtype):
+    ref, h = scene_4096(), half_4096(half)
+    a, b, matches = ref["a"], ref["b"], ref["matches"]["composite"]  # type: ignore[index]
+    samples = naive_sample(matches)
+    want, _ = encode_boxes(samples, matches, a, b)
+    got, masks = encode_boxes(samples, matches, h["a"], h["b"])
+    assert torch.equal(masks.bool(), (samples == POS)[..., None].expand_as(masks))
+    err = (got.double() - want.double()).abs()
+    assert bool((err <= target_rounding_bound(samples, matches, a, b, UNIT_ROUNDOFF[half])).all())
+    # In pixels: the half targets decoded on the float32 anchors, against the objects.
+    decoded = decode_boxes(got.float(), corner_to_center(a))[samples == POS]
+    picked = torch.gather(b, 1, matches.clamp(min=0)[..., None].expand(-1, -1, 4))[samples == POS]
+    px = float((decoded - picked).abs().max())
+    print(f"{half}: max |target - target_float32| = {float(err.max()):.4f}, decoded boxes within {px:.2f} px")
