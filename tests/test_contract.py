@@ -101,7 +101,8 @@ def make_dims() -> dict[str, Dim]:
 
 
 def _corner_boxes(g: torch.Generator, shape: tuple[int, ...], s: Sizes, spill: float = 0.0) -> Tensor:
-    """Valid corner boxes inside an ``H x W`` image (``spill`` > 0: reaching out of it)."""
+    """Corner boxes (``xmin < xmax``, ``ymin < ymax``) of 5% to 45% of an ``H x W`` image's
+    sides, mostly inside it (``spill`` > 0: larger, many reaching out of it)."""
     scale = torch.tensor([s.W, s.H], dtype=torch.float32)
     low = (torch.rand(*shape, 2, generator=g) * (1 + 2 * spill) - spill) * 0.85 * scale
     size = (torch.rand(*shape, 2, generator=g) * 0.4 + 0.05 + spill) * scale
@@ -592,13 +593,16 @@ def component(request) -> Component:
 
 
 def test_eager(component):
-    """Runs at every size; a second call gives the same outputs (the reference of the others)."""
+    """Runs at every size and leaves its inputs untouched; a second call gives the same
+    outputs (eager is the reference of the other checks)."""
     module = component.factory()
     for s in (TRACE, *OTHER):
         args = component.inputs(s)
+        before = [a.clone() for a in args]
         first = run(component, module, args)
         assert all(isinstance(t, Tensor) for t in first)
         assert not any(t.is_floating_point() and t.isnan().any() for t in first), f"{component}: NaN at {s}"
+        assert all(torch.equal(a, b) for a, b in zip(args, before)), f"{component} changed its inputs"
         assert_same(component, run(component, module, args), first, f"eager again at {s}")
 
 
