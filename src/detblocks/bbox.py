@@ -250,6 +250,11 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
         Tensor[B, N, M] (``Tensor[N, M]`` for 2-d inputs): IoU in the promoted dtype of
         ``a`` and ``b``; float16/bfloat16 are computed in float32.
 
+    On CPU in eager mode (without autograd) the matrix is computed in cache-sized blocks of
+    rows, spread over ``torch.get_num_threads()`` threads; under ``torch.compile``,
+    ``torch.export``, autograd or on other devices it is one broadcast computation. Both
+    give the same values.
+
     Example:
         >>> import torch
         >>> a = torch.tensor([[[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 3.0]]])
