@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import math
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -1317,3 +1320,176 @@ def test_near_tie_rule_does_not_excuse_real_disagreements():
         assert float(cols[0, 0, m] - cols[0, 1, m]) > 2 * float(bound[0, :, m].max())
         assert float(x[0, n, m] - x[0, n].topk(2).values[1]) > 2 * float(bound[0, n].max())
     assert sorted(unexplained_differences(x, bound, want, got, 1e-12, True)) == sorted([(0, n1), (0, n2)])
+
+
+# ======================================================================= determinism
+def _quota_case(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ious = torch.rand(4, 3000, 6, generator=g)
+    matches = torch.where(ious.amax(-1) > 0.9, ious.argmax(-1), NO_MATCH)
+    return matches, ious
+
+
+_QUOTA_IN_A_FRESH_PROCESS = """
+import hashlib, torch
+from detblocks.sampler import QuotaSampler
+g = torch.Generator().manual_seed(0)
+ious = torch.rand(4, 3000, 6, generator=g)
+matches = torch.where(ious.amax(-1) > 0.9, ious.argmax(-1), -1)
+torch.manual_seed(7)
+out = QuotaSampler(256, 0.5, 0.3, pos_ratio=0.25)(matches, ious)
+print(hashlib.sha256(out.numpy().tobytes()).hexdigest())
+"""
+
+
+def test_same_seed_same_samples_in_a_fresh_process():
+    """``torch.manual_seed`` fixes the samples across runs: a new interpreter draws the same."""
+    matches, ious = _quota_case()
+    torch.manual_seed(7)
+    here = QuotaSampler(256, 0.5, 0.3, pos_ratio=0.25)(matches, ious)
+    env = {"PYTHONPATH": str(SRC.parent), "PATH": "/usr/bin:/bin"}
+    run = subprocess.run(
+        [sys.executable, "-c", _QUOTA_IN_A_FRESH_PROCESS], capture_output=True, text=True, env=env, check=True
+    )
+    assert run.stdout.strip() == hashlib.sha256(here.numpy().tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("seed", [0, 123456789])
+def test_explicit_generator_equals_the_global_seed(seed: int):
+    """A sampler given ``torch.Generator().manual_seed(s)`` draws exactly what it draws from
+    the default generator after ``torch.manual_seed(s)``, and leaves the default generator
+    untouched."""
+    matches, ious = _quota_case(seed % 7)
+    sampler = QuotaSampler(128, 0.5, 0.3, pos_ratio=0.3)
+    torch.manual_seed(seed)
+    from_global = sampler(matches, ious)
+    state = torch.get_rng_state()
+    from_generator = sampler(matches, ious, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(torch.get_rng_state(), state), "an explicit generator leaves the global one alone"
+    assert torch.equal(from_global, from_generator)
+    torch.manual_seed(seed)
+    fn = quota_sample(matches, ious, 128, 0.5, 0.3, pos_ratio=0.3)
+    assert torch.equal(fn, from_generator)
+
+
+def _whole_step(anchors: torch.Tensor, refs: torch.Tensor, labels: torch.Tensor) -> list[torch.Tensor]:
+    """One image batch's targets, every random draw seeded."""
+    ious = box_iou(anchors, refs)
+    matches = CompositeMatcher([BipartiteMatcher(), MaximumMatcher(0.5)])(ious)
+    torch.manual_seed(3)
+    samples = QuotaSampler(256, 0.5, 0.4, pos_ratio=0.25)(matches, ious)
+    quota_gen = quota_sample(matches, ious, 64, 0.6, 0.3, generator=torch.Generator().manual_seed(5))
+    logits = torch.randn(*matches.shape, C, generator=torch.Generator().manual_seed(6))
+    ohem = ohem_sample(matches, logits, ious, ratio=3, min_samples=8)
+    targets, masks = encode_boxes(samples, matches, anchors, refs)
+    pc = encode_boxes_per_class(samples, matches, anchors, labels, refs, C - 1, max_pos=64)
+    decoded = decode_boxes(targets, corner_to_center(anchors))
+    return [ious, matches, samples, quota_gen, ohem, targets, masks, *pc, decoded]
+
+
+def test_whole_target_pipeline_is_bitwise_identical_with_one_or_two_threads():
+    """IoU, matching (with exact ties), sampling, encoding and decoding of 4 x 4080 anchors
+    (sizes where CPU kernels split work across threads) give the same bits with 1 and 2
+    threads, and on a second run."""
+    anchors = ssd_anchors(2048)[None].expand(4, -1, -1)
+    refs = objects(4, 40, size=2048, seed=9)
+    refs[:, ::5] = refs[:, 1::5]  # duplicated objects: exact ties for the matchers
+    refs[:, -6:] = PAD
+    labels = torch.randint(0, C - 1, (4, 40), generator=torch.Generator().manual_seed(1))
+    before = torch.get_num_threads()
+    runs = []
+    try:
+        for threads in (1, 2, 2):
+            torch.set_num_threads(threads)
+            runs.append(_whole_step(anchors, refs, labels))
+    finally:
+        torch.set_num_threads(before)
+    assert int((runs[0][1] >= 0).sum()) > 50, "the scene has matches"
+    for other in runs[1:]:
+        for x, y in zip(runs[0], other):
+            assert torch.equal(x, y)
+
+
+# ======================================================================= gradients
+def _away_from_kinks(seed: int, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """float64 boxes whose pairs overlap or are apart by clear margins (no intersection side,
+    coordinate difference or area within 1e-3 of a kink of min/max/clamp)."""
+    a = boxes(1, n, seed=seed, scale=10.0, dtype=torch.float64)
+    b = (
+        a[:, :m] + torch.randn(1, m, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    ).clone()
+    b[..., 2:] = torch.maximum(b[..., 2:], b[..., :2] + 0.5)
+    for x, y in ((a, a), (a, b), (b, b)):
+        for k in range(4):
+            diff = (x[..., :, None, k] - y[..., None, :, k]).abs()
+            diff = diff[diff > 0] if x is y else diff
+            assert bool((diff > 1e-3).all()), "coordinates must not tie"
+        for lo, hi in ((0, 2), (1, 3)):
+            side = torch.minimum(x[..., :, None, hi], y[..., None, :, hi]) - torch.maximum(
+                x[..., :, None, lo], y[..., None, :, lo]
+            )
+            assert bool((side.abs() > 1e-3).all()), "no intersection side near 0"
+    return a.requires_grad_(), b.requires_grad_()
+
+
+def _conv_head(activation):
+    torch.manual_seed(0)
+    head = ConvPredictor(3, activation=activation, in_channels=2).double()
+    return lambda x, w, b: torch.func.functional_call(
+        head, {"predictor.weight": w, "predictor.bias": b}, (x,)
+    )
+
+
+def _fc_head(activation):
+    torch.manual_seed(0)
+    head = FCPredictor(3, activation=activation, in_features=8).double()
+    return lambda x, w, b: torch.func.functional_call(
+        head, {"predictor.weight": w, "predictor.bias": b}, (x,)
+    )
+
+
+def _gradcheck_cases() -> dict[str, tuple[Callable[..., object], tuple[torch.Tensor, ...]]]:
+    a, b = _away_from_kinks(seed=11, n=5, m=3)
+    ac = corner_to_center(a.detach()).requires_grad_()
+    bc = corner_to_center(b.detach()).requires_grad_()
+    g = torch.Generator().manual_seed(12)
+    x = (torch.randn(1, 5, 4, generator=g, dtype=torch.float64) * 0.5).requires_grad_()  # within the clip
+    img = torch.rand(1, 2, 4, 4, generator=g, dtype=torch.float64).requires_grad_()
+    feat = torch.rand(2, 8, generator=g, dtype=torch.float64).requires_grad_()
+    conv_w = (torch.randn(3, 2, 3, 3, generator=g, dtype=torch.float64) * 0.3).requires_grad_()
+    fc_w = (torch.randn(3, 8, generator=g, dtype=torch.float64) * 0.3).requires_grad_()
+    bias = torch.randn(3, generator=g, dtype=torch.float64).requires_grad_()
+    inside = a.detach().clone().requires_grad_()  # every coordinate strictly inside [0, 12]
+    cases = {
+        "box_iou": (box_iou, (a, b)),
+        "box_iou-offset-1": (lambda p, q: box_iou(p, q, offset=1), (a, b)),
+        "box_iou-center": (lambda p, q: box_iou(p, q, fmt="center"), (ac, bc)),
+        "BBoxBatchIOU-axis-1": (
+            lambda p, q: BBoxBatchIOU(axis=1)(p.transpose(1, 2), q.transpose(1, 2)),
+            (a, b),
+        ),
+        "box_area": (box_area, (a,)),
+        "box_area-center": (lambda p: box_area(p, fmt="center"), (ac,)),
+        "corner_to_center": (corner_to_center, (a,)),
+        "corner_to_center-split": (lambda p: corner_to_center(p, split=True), (a,)),
+        "center_to_corner": (center_to_corner, (ac,)),
+        "BBoxCenterToCorner-axis-1": (lambda p: BBoxCenterToCorner(axis=1)(p.transpose(1, 2)), (ac,)),
+        "bbox_split": (lambda p: bbox_split(p, axis=-1, squeeze_axis=True), (a,)),
+        "clip_to_image": (lambda p: clip_to_image(p * 2 - 6, height=12.0, width=12.0), (inside,)),
+        "decode_boxes": (lambda p: decode_boxes(p, ac.detach()), (x,)),
+        "decode_boxes-anchors": (lambda p, q: decode_boxes(p, q, means=(0.1, -0.1, 0.2, 0.0)), (x, ac)),
+        "NormalizedBoxCenterDecoder": (NormalizedBoxCenterDecoder(convert_anchor=True, clip=4.0), (x, a)),
+    }
+    for act in (None, "relu", "sigmoid", "tanh", "softrelu", "softsign"):
+        cases[f"ConvPredictor-{act}"] = (_conv_head(act), (img, conv_w, bias))
+        cases[f"FCPredictor-{act}"] = (_fc_head(act), (feat, fc_w, bias))
+    return cases
+
+
+GRADCHECK_CASES = _gradcheck_cases()
+
+
+@pytest.mark.parametrize("name", sorted(GRADCHECK_CASES))
+def test_gradcheck_in_float64(name: str):
+    fn, inputs = GRADCHECK_CASES[name]
+    assert torch.autograd.gradcheck(fn, inputs)
