@@ -310,7 +310,8 @@ def make_inputs(name: str, size: WorkloadSize, device: torch.device | str = "cpu
 
 
 def describe(name: str, inputs: dict[str, Tensor]) -> str:
-    """A short ``B=.. N=.. M=..`` description of a workload's inputs."""
+    """A short ``B=.. N=.. M=..`` description of a workload's inputs; for padded ground
+    truth also how many of the B x M rows are real (torchvision's loops see only those)."""
     if name == "iou":
         (B, N, _), M = inputs["a"].shape, inputs["b"].shape[1]
         return f"B={B} N={N} M={M}"
@@ -319,7 +320,8 @@ def describe(name: str, inputs: dict[str, Tensor]) -> str:
         return f"B={B} N={N} C={C}"
     B, M = inputs["gt_boxes"].shape[:2]
     text = f"B={B} N={inputs['anchors'].shape[0]} M={M}"
-    return text + (f" C={inputs['logits'].shape[-1]}" if "logits" in inputs else "")
+    text += f" C={inputs['logits'].shape[-1]}" if "logits" in inputs else ""
+    return text + f" ({int(inputs['n_gt'].sum())} of {B * M} GT rows real)"
 
 
 def min_bytes(name: str, inputs: dict[str, Tensor]) -> int:
@@ -1045,6 +1047,11 @@ def _versions() -> dict[str, str]:
     }
 
 
+#: Environment variables that change CPU timings (threads, huge pages for large tensors,
+#: glibc's handling of freed memory); printed with the results when set.
+_ENV_KNOBS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "THP_MEM_ALLOC_ENABLE", "ATEN_CPU_CAPABILITY")
+
+
 def _cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -1137,6 +1144,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         + f"{args.reps} timed calls per cell after {args.warmup} warm-up, libraries alternating"
         + ("; quick sizes" if args.quick else "")
     )
+    knobs = {k: v for k, v in os.environ.items() if k in _ENV_KNOBS or k.startswith("MALLOC_")}
+    print("environment: " + (", ".join(f"{k}={v}" for k, v in sorted(knobs.items())) or "defaults"))
     results: dict[str, Any] = {"versions": versions, "args": {k: str(v) for k, v in vars(args).items()}}
     cells: dict[str, dict[str, CellResult]] = {}
     shapes, traffic, parts, profiles = {}, {}, {}, {}
