@@ -1071,7 +1071,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--quick", action="store_true", help="small sizes, 1 timed call, small sweep grid")
-    ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset of %(default)s")
+    ap.add_argument(
+        "--workloads", default=",".join(WORKLOADS), help="comma-separated subset of %(default)s ('' for none)"
+    )
     ap.add_argument(
         "--reps", type=int, help="timed calls per library and workload (default 11; 1 with --quick)"
     )
@@ -1123,30 +1125,12 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         print("| " + " | ".join(row) + " |")
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command-line entry point (see the module docstring); returns the raw results."""
-    args = _parse_args(argv)
-    sizes = QUICK_SIZES if args.quick else FULL_SIZES
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.memory_cell:
-        lib, name = args.memory_cell.split(":")
-        print("MEMORY " + json.dumps(_memory_cell(lib, name, sizes, args.device, args.threads)), flush=True)
-        return {}
+LIBS = ("torchvision", "detblocks")
 
-    device = torch.device(args.device)
-    libs = ("torchvision", "detblocks")
-    versions = _versions()
-    print(
-        "detblocks.bench: "
-        + ", ".join(f"{k} {v}" for k, v in versions.items())
-        + f"; {device.type}, {torch.get_num_threads()} threads, {_cpu_model()}; "
-        + f"{args.reps} timed calls per cell after {args.warmup} warm-up, libraries alternating"
-        + ("; quick sizes" if args.quick else "")
-    )
-    knobs = {k: v for k, v in os.environ.items() if k in _ENV_KNOBS or k.startswith("MALLOC_")}
-    print("environment: " + (", ".join(f"{k}={v}" for k, v in sorted(knobs.items())) or "defaults"))
-    results: dict[str, Any] = {"versions": versions, "args": {k: str(v) for k, v in vars(args).items()}}
+
+def _run_workloads(args: argparse.Namespace, sizes: dict[str, WorkloadSize], device: torch.device) -> dict:
+    """Time, check, profile and measure every selected workload; print the report; return
+    the raw figures per workload."""
     cells: dict[str, dict[str, CellResult]] = {}
     shapes, traffic, parts, profiles = {}, {}, {}, {}
     bandwidth = copy_bandwidth_gbps(64 if args.quick else 256) if device.type == "cpu" else None
@@ -1156,7 +1140,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             inputs = make_inputs(name, sizes[name], device)
             shapes[name] = describe(name, inputs)
             traffic[name] = min_bytes(name, inputs)
-            pipelines = [PIPELINES[lib](name, inputs) for lib in libs]
+            pipelines = [PIPELINES[lib](name, inputs) for lib in LIBS]
             cells[name] = compare(pipelines, args.reps, args.warmup, device)
             tv, db = cells[name]["torchvision"], cells[name]["detblocks"]
             print(
@@ -1172,7 +1156,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     memory: dict[tuple[str, str], float | None] = {}
     if args.memory:
         print("  measuring peak memory (one subprocess per cell) ...", flush=True)
-        memory = measure_memory(libs, args.workloads, args.quick, args.device, args.threads)
+        memory = measure_memory(LIBS, args.workloads, args.quick, args.device, args.threads)
 
     print("\nmedian ms per call; ratio = detblocks / torchvision (below 1 is faster)")
     header = ["workload", "shapes", "floor ms", "torchvision ms", "detblocks ms", "ratio", "goal"]
@@ -1183,8 +1167,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         tv, db = cells[name]["torchvision"], cells[name]["detblocks"]
         floor = traffic[name] / (bandwidth * 1e9) * 1e3 if bandwidth else None
         row = [name, shapes[name], _fmt(floor, 2), _fmt(tv.median), _fmt(db.median)]
-        row.append(_fmt(db.median / tv.median, 3))
-        row.append(f"<= {TARGET_RATIO[name]}")
+        row += [_fmt(db.median / tv.median, 3), f"<= {TARGET_RATIO[name]}"]
         if memory:
             row += [_fmt(memory.get(("torchvision", name))), _fmt(memory.get(("detblocks", name)))]
         rows.append(row)
@@ -1203,7 +1186,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     print("\ndetblocks median ms per stage (torchvision's stages for comparison)")
     for name in args.workloads:
-        for lib in libs:
+        for lib in LIBS:
             st = cells[name][lib].stage_medians()
             print(f"  {name:<12} {lib:<12} " + " | ".join(f"{k} {v:.1f}" for k, v in st.items()))
 
@@ -1225,57 +1208,84 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             for stage, ops in prof.items():
                 print(f"  {name} / {stage}: " + ", ".join(f"{op} {ms:.1f} ({n})" for op, n, ms in ops))
 
-    sweep_cells: list[SweepCell] = []
-    if args.sweep:
-        print(
-            f"\nscaling sweep: N in {args.sweep_n}, M in {args.sweep_m}, B=1, {args.sweep_reps} timed calls"
-        )
-        with torch.no_grad():
-            sweep_cells = sweep(args.sweep_n, args.sweep_m, args.sweep_reps, args.max_pairs, device)
-        print()
-        _print_table(
-            ["N", "M", "N x M", "iou ms", "match ms", "total ms", "ms / 1e6 pairs", "peak MB"],
-            [
-                [
-                    str(c.n),
-                    str(c.m),
-                    f"{c.pairs:.0e}",
-                    _fmt(c.iou_ms, 2),
-                    _fmt(c.match_ms, 2),
-                    _fmt(c.total_ms, 2),
-                    _fmt(c.ms_per_mpair, 3) if not c.skipped else "skipped: " + c.skipped,
-                    _fmt(c.peak_mb),
-                ]
-                for c in sweep_cells
-            ],
-        )
-        slope = loglog_slope(sweep_cells)
-        if slope is not None:
-            print(
-                f"log-log slope of total ms against N x M over cells >= 1e6 pairs: {slope:.2f} "
-                "(1.00 = linear)"
-            )
-        plot_sweep(sweep_cells, args.out)
-        print(f"plot: {args.out}")
-        results["sweep_slope"] = slope
-
-    results["workloads"] = {
-        name: {
-            "shapes": shapes[name],
-            "min_bytes": traffic[name],
-            "checks_agree": check_ok[name],
-            **{lib: asdict(cells[name][lib]) | {"median_ms": cells[name][lib].median} for lib in libs},
-            "ratio": cells[name]["detblocks"].median / cells[name]["torchvision"].median,
-            "peak_mb": {lib: memory.get((lib, name)) for lib in libs} if memory else None,
-            "parts_ms": parts.get(name),
-            "profile": profiles.get(name),
-        }
-        for name in args.workloads
+    return {
+        "copy_bandwidth_gbps": bandwidth,
+        "workloads": {
+            name: {
+                "shapes": shapes[name],
+                "min_bytes": traffic[name],
+                "checks_agree": check_ok[name],
+                **{lib: asdict(cells[name][lib]) | {"median_ms": cells[name][lib].median} for lib in LIBS},
+                "ratio": cells[name]["detblocks"].median / cells[name]["torchvision"].median,
+                "peak_mb": {lib: memory.get((lib, name)) for lib in LIBS} if memory else None,
+                "parts_ms": parts.get(name),
+                "profile": profiles.get(name),
+            }
+            for name in args.workloads
+        },
     }
-    results["copy_bandwidth_gbps"] = bandwidth
-    results["sweep"] = [
-        asdict(c) | {"total_ms": c.total_ms, "ms_per_mpair": c.ms_per_mpair} for c in sweep_cells
-    ]
+
+
+def _run_sweep(args: argparse.Namespace, device: torch.device) -> dict:
+    """Run the scaling sweep, print its table and slope, write its plot; return the cells."""
+    print(f"\nscaling sweep: N in {args.sweep_n}, M in {args.sweep_m}, B=1, {args.sweep_reps} timed calls")
+    with torch.no_grad():
+        cells = sweep(args.sweep_n, args.sweep_m, args.sweep_reps, args.max_pairs, device)
+    print()
+    _print_table(
+        ["N", "M", "N x M", "iou ms", "match ms", "total ms", "ms / 1e6 pairs", "peak MB"],
+        [
+            [
+                str(c.n),
+                str(c.m),
+                f"{c.pairs:.0e}",
+                _fmt(c.iou_ms, 2),
+                _fmt(c.match_ms, 2),
+                _fmt(c.total_ms, 2),
+                _fmt(c.ms_per_mpair, 3) if not c.skipped else "skipped: " + c.skipped,
+                _fmt(c.peak_mb),
+            ]
+            for c in cells
+        ],
+    )
+    slope = loglog_slope(cells)
+    if slope is not None:
+        print(f"log-log slope of total ms against N x M over cells >= 1e6 pairs: {slope:.2f} (1.00 = linear)")
+    plot_sweep(cells, args.out)
+    print(f"plot: {args.out}")
+    return {
+        "sweep_slope": slope,
+        "sweep": [asdict(c) | {"total_ms": c.total_ms, "ms_per_mpair": c.ms_per_mpair} for c in cells],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command-line entry point (see the module docstring); returns the raw results."""
+    args = _parse_args(argv)
+    sizes = QUICK_SIZES if args.quick else FULL_SIZES
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.memory_cell:
+        lib, name = args.memory_cell.split(":")
+        print("MEMORY " + json.dumps(_memory_cell(lib, name, sizes, args.device, args.threads)), flush=True)
+        return {}
+
+    device = torch.device(args.device)
+    versions = _versions()
+    print(
+        "detblocks.bench: "
+        + ", ".join(f"{k} {v}" for k, v in versions.items())
+        + f"; {device.type}, {torch.get_num_threads()} threads, {_cpu_model()}; "
+        + f"{args.reps} timed calls per cell after {args.warmup} warm-up, libraries alternating"
+        + ("; quick sizes" if args.quick else "")
+    )
+    knobs = {k: v for k, v in os.environ.items() if k in _ENV_KNOBS or k.startswith("MALLOC_")}
+    print("environment: " + (", ".join(f"{k}={v}" for k, v in sorted(knobs.items())) or "defaults"))
+    results: dict[str, Any] = {"versions": versions, "args": {k: str(v) for k, v in vars(args).items()}}
+    if args.workloads:
+        results |= _run_workloads(args, sizes, device)
+    if args.sweep:
+        results |= _run_sweep(args, device)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
