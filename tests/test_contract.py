@@ -338,11 +338,6 @@ CUSTOM_OP = NoOnnx(
     torch.onnx.errors.OnnxExporterError,
     r"detblocks[.:]+quota_sample",
 )
-STABLE_SORT = NoOnnx(
-    "the greedy matching sorts with `stable=True`, and the exporter has no translation of `aten.sort.stable`",
-    torch.onnx.errors.OnnxExporterError,
-    r"aten\.sort.*stable",
-)
 FLOAT_BITS = NoOnnx(
     "the hardness ranking reads float bit patterns as integers (`Tensor.view(dtype)`), "
     "which ONNX cannot express",
@@ -431,9 +426,7 @@ COMPONENTS: list[Component] = [
         (BNM,),
         False,
     ),
-    Component(
-        "BipartiteMatcher", "matcher", matcher.BipartiteMatcher, ious_in, (BNM,), False, onnx=STABLE_SORT
-    ),
+    Component("BipartiteMatcher", "matcher", matcher.BipartiteMatcher, ious_in, (BNM,), False),
     Component(
         "CompositeMatcher([BipartiteMatcher, MaximumMatcher(0.5)])",
         "matcher",
@@ -443,7 +436,6 @@ COMPONENTS: list[Component] = [
         ious_in,
         (BNM,),
         False,
-        onnx=STABLE_SORT,
     ),
     # sampler (training side)
     Component("NaiveSampler", "sampler", sampler.NaiveSampler, matches_in, (BOXES,), False),

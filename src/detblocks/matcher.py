@@ -205,7 +205,10 @@ def _columns(scan: _Scan, ok: Tensor) -> _Columns:
         if _tracing() or not bool((ok & ~before).any()):
             return _Columns(cs.cols, ok.gather(1, cs.cols), cs.gsc)
     q = m if _tracing() else int(ok.sum(1).max())
-    cols = torch.sort((~ok).to(torch.uint8), dim=1, stable=True).indices[:, :q]  # (B, Q)
+    # Unique keys, passing references first and each part ascending: a plain sort gives that
+    # order (and exports to ONNX, which has no stable sort).
+    key = (~ok).to(torch.int64) * m + torch.arange(m, device=ok.device)  # (B, M)
+    cols = key.sort(dim=1).indices[:, :q]  # (B, Q)
     gsc = scan.gmax.gather(2, cols[:, None, :].expand(b, g, q)).transpose(1, 2).contiguous()
     cs = _Columns(cols, ok.gather(1, cols), gsc)  # gsc (B, Q, G)
     scan.memo["columns"] = (ok, cs)
