@@ -7,6 +7,7 @@ comparable work on every workload (the benchmark's own check table says ``ok``).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from dataclasses import replace
@@ -14,6 +15,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from conftest import ROOT
 from detblocks import bench
 
 # Tiny versions of the four workloads: same layouts, a few milliseconds each.
@@ -33,6 +35,17 @@ def test_anchor_layouts_have_the_documented_sizes():
     assert bench.fpn_anchors(800, 1216).shape == (242991, 4)
     corner = bench.center_to_corner(ssd)
     assert torch.all(corner[:, 2] > corner[:, 0]) and torch.all(corner[:, 3] > corner[:, 1])
+
+
+def test_anchor_layouts_equal_the_shared_benchmark():
+    common_py = ROOT.parent / "shared" / "bench" / "common.py"
+    if not common_py.exists():
+        pytest.skip(f"{common_py} not found")
+    spec = importlib.util.spec_from_file_location("shared_bench_common", common_py)
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    assert torch.equal(bench.ssd300_anchors(), torch.from_numpy(common.ssd300_anchors()))
+    assert torch.equal(bench.fpn_anchors(800, 1216), torch.from_numpy(common.fpn_anchors(800, 1216)))
 
 
 def test_inputs_are_seeded_and_padded_gluoncv_style():
