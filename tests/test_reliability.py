@@ -511,6 +511,44 @@ def test_bad_input_table_covers_every_public_component():
     assert len({b.id for b in BAD_INPUTS}) == len(BAD_INPUTS), "duplicate row ids"
 
 
+def test_out_of_range_matches_at_non_positive_anchors_are_never_read():
+    """Matches are only read at positives: any value elsewhere is accepted, with value checks
+    on or off, and changes nothing."""
+    garbage = torch.where(S == POS, MT, torch.tensor([[99, -5, 7, 3, -1]]).expand(2, 5))
+    for checks in (None, False):
+        detblocks.set_value_checks(checks)
+        try:
+            for fn in (
+                lambda m: encode_boxes(S, m, A, R),
+                lambda m: encode_boxes_per_class(S, m, A, L, R, num_class=3, max_pos=4),
+                lambda m: (encode_class(S, m, L),),
+            ):
+                for x, y in zip(fn(garbage), fn(MT)):
+                    assert torch.equal(x, y)
+        finally:
+            detblocks.set_value_checks(None)
+
+
+def test_positives_without_a_valid_match_are_dropped_when_value_checks_are_off():
+    """With value checks off (the default for CUDA tensors) nothing reads the indices back to
+    the host: a positive whose match is not an index into refs gets no target (mask 0) and
+    the ignore label instead of a target made from another row."""
+    bad = MT.clone()
+    bad[0, 0], bad[0, 4] = 3, -1  # positives pointing past the M = 3 references, and nowhere
+    detblocks.set_value_checks(False)
+    try:
+        targets, masks = encode_boxes(S, bad, A, R)
+        classes = encode_class(S, bad, L, ignore_label=-100)
+        _, pc_masks, idx = encode_boxes_per_class(S, bad, A, L, R, num_class=3, max_pos=5)
+    finally:
+        detblocks.set_value_checks(None)
+    assert not targets[0, [0, 4]].any() and not masks[0, [0, 4]].any()
+    assert classes[0, [0, 4]].tolist() == [-100, -100]
+    assert not pc_masks[0][torch.isin(idx[0], torch.tensor([0, 4]))].any()
+    want_t, want_m = encode_boxes(S, MT, A, R)  # the other anchors are untouched
+    assert torch.equal(targets[1], want_t[1]) and torch.equal(masks[1], want_m[1])
+
+
 def test_no_assert_statements_check_arguments_in_the_package():
     """``assert`` vanishes under ``python -O``: arguments are checked with explicit raises."""
     offenders = []

@@ -106,6 +106,11 @@ def _check_positive_matches(positive: Tensor, matches: Tensor, num_refs: int) ->
         )
 
 
+def _valid(matches: Tensor, num_refs: int) -> Tensor:
+    """Where ``matches`` holds an index into ``num_refs`` references."""
+    return (matches >= 0) & (matches < num_refs)
+
+
 def _pick(refs: Tensor, matches: Tensor, fill: float) -> Tensor:
     """``refs[b, matches[b, n]]`` for every anchor: ``refs (B, M, K), matches (B, N) -> (B, N, K)``.
 
@@ -136,7 +141,8 @@ def encode_boxes(
 
     Widths and heights are floored at ``1e-6`` first, so degenerate boxes give finite targets.
     A positive whose target is not finite (its anchor or reference has a NaN or infinite
-    coordinate) gets target 0 and mask 0.
+    coordinate) gets target 0 and mask 0, and so does, when value checks are off (see
+    :func:`~detblocks.set_value_checks`), a positive whose match is not an index into ``refs``.
 
     Args:
         samples (Tensor[B, N]): 1 positive, -1 negative, 0 ignore; only positives get targets.
@@ -185,8 +191,8 @@ def encode_boxes(
     mean = torch.tensor(means, dtype=work, device=anchors.device)
     codes = torch.cat([(g[..., :2] - a[..., :2]) / a_wh, torch.log(g[..., 2:] / a_wh)], dim=-1)
     codes = (codes - mean) / std  # (B, N, 4)
-    # A target that is not finite (a NaN or infinite box) is dropped, never trained on.
-    keep = (positive & torch.isfinite(codes).all(-1))[:, :, None]  # (B, N, 1)
+    # A target that is not finite (a NaN or infinite box) or has no reference is dropped.
+    keep = (positive & _valid(matches, refs.shape[1]) & torch.isfinite(codes).all(-1))[..., None]  # (B, N, 1)
     targets = _to_output(torch.where(keep, codes, 0.0), out_dtype)
     masks = keep.expand_as(targets).to(out_dtype)
     return targets, masks
@@ -373,7 +379,8 @@ def encode_class(samples: Tensor, matches: Tensor, refs: Tensor, ignore_label: i
     _checks.check_batch(("samples", samples), ("refs", refs))
     _check_positive_matches(samples == _POSITIVE, matches, refs.shape[1])
     ids = _pick(refs[:, :, None], matches, fill=0)[..., 0] + 1  # (B, N), foreground shifted by one
-    targets = torch.where(samples == _POSITIVE, ids, ignore_label)
+    # A positive without a valid match (possible only with value checks off) is ignored.
+    targets = torch.where((samples == _POSITIVE) & _valid(matches, refs.shape[1]), ids, ignore_label)
     return torch.where(samples == _NEGATIVE, BACKGROUND, targets)
 
 
