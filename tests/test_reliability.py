@@ -28,6 +28,7 @@ import ast
 import functools
 import hashlib
 import math
+import os
 import re
 import subprocess
 import sys
@@ -1385,7 +1386,7 @@ def test_same_seed_same_samples_in_a_fresh_process():
     matches, ious = _quota_case()
     torch.manual_seed(7)
     here = QuotaSampler(256, 0.5, 0.3, pos_ratio=0.25)(matches, ious)
-    env = {"PYTHONPATH": str(SRC.parent), "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "PYTHONPATH": str(SRC.parent)}
     run = subprocess.run(
         [sys.executable, "-c", _QUOTA_IN_A_FRESH_PROCESS], capture_output=True, text=True, env=env, check=True
     )
@@ -1471,7 +1472,6 @@ def _away_from_kinks(seed: int, n: int, m: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def _conv_head(activation):
-    torch.manual_seed(0)
     head = ConvPredictor(3, activation=activation, in_channels=2).double()
     return lambda x, w, b: torch.func.functional_call(
         head, {"predictor.weight": w, "predictor.bias": b}, (x,)
@@ -1479,7 +1479,6 @@ def _conv_head(activation):
 
 
 def _fc_head(activation):
-    torch.manual_seed(0)
     head = FCPredictor(3, activation=activation, in_features=8).double()
     return lambda x, w, b: torch.func.functional_call(
         head, {"predictor.weight": w, "predictor.bias": b}, (x,)
