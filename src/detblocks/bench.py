@@ -31,8 +31,12 @@ them: ``box_iou``, ``SSDMatcher``/``Matcher``, ``BoxCoder``, hard-negative minin
 ``BalancedPositiveNegativeSampler``, in per-image loops over unpadded ground truth (its
 list-of-targets API has no padding convention). Both sides run alternately in this
 process; the table gives median milliseconds per call and the ratio detblocks /
-torchvision (below 1 is faster). A check table lists what each side produced (positives,
-negatives, kept scores, sums) so a reader can see they do comparable work.
+torchvision (below 1 is faster), next to a floor: the bytes a perfect implementation must
+move (inputs read once, outputs written once) over the copy bandwidth measured at start.
+Per-stage medians follow, and a check table of what each side produced (positives,
+negatives, kept scores, sums) so a reader can see they do comparable work. On a machine
+busy with other work, threads of small parallel operations wait for each other behind the
+scheduler; ``--threads 1`` then gives steadier ratios.
 
 Peak memory is measured in a fresh subprocess per (library, workload): after one warm-up
 call the process's resident-set high-water mark is reset (``/proc/self/clear_refs``) and
