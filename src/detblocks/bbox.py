@@ -10,8 +10,6 @@ hyper-parameters and call the functions.
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -37,14 +35,9 @@ __all__ = [
 _F16_MAX = 65504.0
 
 # Elements of one (B, rows, M) block of the IoU matrix computed at a time in eager mode on
-# CPU: the block's temporaries (128 KiB each in float32) stay in cache and only the result goes
-# to memory. Below ATen's parallel grain (32768 elements) every op of a block runs serially in
-# its thread, and the torch.get_num_threads() threads work on interleaved blocks side by side:
-# no per-op fork/join, which stalls badly whenever another process holds a core.
-_IOU_BLOCK_ELEMENTS = 32000
-# With a single thread, blocks 8x larger (1 MiB temporaries, still cached) amortise the fixed
-# cost of each op (a few microseconds) better.
-_IOU_BLOCK_ELEMENTS_ONE_THREAD = 262144
+# CPU: the block's temporaries (2 MiB each in float32) stay in cache, only the result goes to
+# memory, and each op is large enough to amortise its fixed cost and to split over threads.
+_IOU_BLOCK_ELEMENTS = 1 << 19
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -202,8 +195,7 @@ def _iou_block_rows(a: Tensor, b: Tensor) -> int | None:
         return None
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
         return None
-    budget = _IOU_BLOCK_ELEMENTS if torch.get_num_threads() > 1 else _IOU_BLOCK_ELEMENTS_ONE_THREAD
-    rows = budget // max(1, max(a.shape[0], b.shape[0]) * b.shape[1])
+    rows = _IOU_BLOCK_ELEMENTS // max(1, max(a.shape[0], b.shape[0]) * b.shape[1])
     return rows if 1 <= rows < a.shape[1] else None
 
 
@@ -251,9 +243,8 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
         ``a`` and ``b``; float16/bfloat16 are computed in float32.
 
     On CPU in eager mode (without autograd) the matrix is computed in cache-sized blocks of
-    rows, spread over ``torch.get_num_threads()`` threads; under ``torch.compile``,
-    ``torch.export``, autograd or on other devices it is one broadcast computation. Both
-    give the same values.
+    rows written straight into the result; under ``torch.compile``, ``torch.export``,
+    autograd or on other devices it is one broadcast computation. Both give the same values.
 
     Example:
         >>> import torch
@@ -298,39 +289,11 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
         # Eager fast path: blocks of rows, each written straight into the result.
         out = a_t.new_empty((max(a.shape[0], b.shape[0]), a.shape[1], b.shape[1]), dtype=out_dtype)
 
-        def run_block(start: int) -> None:
+        for start in range(0, a.shape[1], block_rows):
             rows = slice(start, start + block_rows)
             a_cols = tuple(a_t[:, k, rows, None] for k in range(4))
             _iou_block(a_cols, b_cols, area_a[:, rows, None], area_b, offset, out=out[:, rows])  # type: ignore[arg-type]
-
-        _run_threaded(run_block, range(0, a.shape[1], block_rows))
     return out.squeeze(0) if single else out
-
-
-def _run_threaded(fn: Callable[[int], None], items: range) -> None:
-    """``fn(item)`` for every item, spread over ``torch.get_num_threads()`` threads (the caller's
-    and short-lived helpers, so nothing outlives the call or a fork); ``fn`` must release the GIL
-    for most of its time, as torch ops do. The first exception is re-raised here."""
-    workers = max(1, min(torch.get_num_threads(), len(items)))
-    inference = torch.is_inference_mode_enabled()
-    errors: list[BaseException] = []
-
-    def work(first: int) -> None:
-        try:
-            with torch.inference_mode(inference):  # thread-local: follow the caller's mode
-                for item in items[first::workers]:
-                    fn(item)
-        except BaseException as exc:  # handed to the caller below
-            errors.append(exc)
-
-    helpers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(1, workers)]
-    for thread in helpers:
-        thread.start()
-    work(0)
-    for thread in helpers:
-        thread.join()
-    if errors:
-        raise errors[0]
 
 
 def clip_to_image(
