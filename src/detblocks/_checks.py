@@ -124,6 +124,13 @@ def parse_fmt(fmt: object) -> str:
     return _FMT_ALIASES[fmt.lower()]
 
 
+def check_bool(name: str, value: object) -> bool:
+    """``value`` must be a Python bool; returns it."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
 def check_number(
     name: str,
     value: object,

@@ -111,7 +111,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
-from detblocks._checks import check_float, check_number, shape_str
+from detblocks._checks import check_bool, check_float, check_number, shape_str
 
 __all__ = [
     "FeatureExtractor",
@@ -512,12 +512,6 @@ def _check_input(x: Tensor) -> None:
         raise ValueError(f"x must be (B, C, H, W), got shape {shape_str(x)}")
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
-
-
 def _check_filters(num_filters: object) -> list[int]:
     if not isinstance(num_filters, (list, tuple)):
         raise TypeError(f"num_filters must be a list of ints, got {type(num_filters).__name__}")
@@ -704,11 +698,11 @@ class FeatureExpander(FeatureExtractor):
         **kwargs: Any,
     ) -> None:
         filters = _check_filters(num_filters)
-        _check_bool("use_1x1_transition", use_1x1_transition)
-        _check_bool("use_bn", use_bn)
+        check_bool("use_1x1_transition", use_1x1_transition)
+        check_bool("use_bn", use_bn)
         check_number("reduce_ratio", reduce_ratio, low=0.0, low_open=True)
         check_number("min_depth", min_depth, low=1, integer=True)
-        _check_bool("global_pool", global_pool)
+        check_bool("global_pool", global_pool)
         super().__init__(network, outputs, pretrained, **kwargs)
         self.global_pool = global_pool
         self.extras = nn.ModuleList()
@@ -846,7 +840,7 @@ class FPNFeatureExpander(FeatureExtractor):
             ("p6_conv", p6_conv),
             ("no_bias", no_bias),
         ):
-            _check_bool(name, flag)
+            check_bool(name, flag)
         if norm_layer is not None and not callable(norm_layer):
             raise TypeError(f"norm_layer must be a norm class or factory, got {type(norm_layer).__name__}")
         if norm_kwargs is not None and not isinstance(norm_kwargs, dict):

@@ -70,7 +70,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from detblocks._checks import check_float, check_number, check_rank
+from detblocks._checks import check_bool, check_float, check_number, check_rank
 from detblocks.conventions import NO_MATCH
 
 __all__ = [
@@ -110,12 +110,6 @@ def _check_x(x: object) -> Tensor:
     x = check_float("x", x)
     check_rank("x", x, 3, "(B, N, M)")
     return x
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
 
 
 # --------------------------------------------------------------------------- summary
@@ -537,9 +531,9 @@ def _bipartite(
 
 def _check_bipartite_args(threshold: object, is_ascend: object, eps: object, share_max: object) -> None:
     check_number("threshold", threshold)
-    _check_bool("is_ascend", is_ascend)
+    check_bool("is_ascend", is_ascend)
     check_number("eps", eps)
-    _check_bool("share_max", share_max)
+    check_bool("share_max", share_max)
 
 
 def bipartite_match(
@@ -590,7 +584,7 @@ def bipartite_match(
     """
     x = _check_x(x)
     _check_bipartite_args(threshold, is_ascend, eps, share_max)
-    _check_bool("recover", recover)
+    check_bool("recover", recover)
     out = _no_match(x)
     if 0 in x.shape:  # no image, anchor or reference: nothing to match
         return out

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from detblocks._checks import check_float, check_number, shape_str
+from detblocks._checks import check_bool, check_float, check_number, shape_str
 
 __all__ = ["ConvPredictor", "FCPredictor", "ACTIVATIONS"]
 
@@ -124,12 +124,6 @@ def _pair(name: str, value: object, low: int) -> tuple[int, int]:
     return int(vals[0]), int(vals[1])
 
 
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
-    return value
-
-
 class ConvPredictor(nn.Module):
     """Convolutional predictor: one convolution, then the optional activation.
 
@@ -180,7 +174,7 @@ class ConvPredictor(nn.Module):
         kernel_ = _pair("kernel", kernel, 1)
         pad_ = _pair("pad", pad, 0)
         stride_ = _pair("stride", stride, 1)
-        _check_bool("use_bias", use_bias)
+        check_bool("use_bias", use_bias)
         check_number("in_channels", in_channels, low=0, integer=True)
         conv_kwargs = {"kernel_size": kernel_, "stride": stride_, "padding": pad_, "bias": use_bias}
         self.predictor: nn.Conv2d
@@ -238,7 +232,7 @@ class FCPredictor(nn.Module):
     ) -> None:
         super().__init__()
         check_number("num_output", num_output, low=1, integer=True)
-        _check_bool("use_bias", use_bias)
+        check_bool("use_bias", use_bias)
         check_number("in_features", in_features, low=0, integer=True)
         self.predictor: nn.Linear
         if in_features == 0:

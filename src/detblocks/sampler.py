@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from detblocks._checks import (
     check_batch,
+    check_bool,
     check_dim,
     check_float,
     check_in_range,
@@ -321,8 +322,7 @@ def _quota_params(
         raise ValueError(
             f"pos_ratio + neg_ratio must be <= 1, got pos_ratio={pos_ratio!r} + neg_ratio={neg_ratio!r}"
         )
-    if not isinstance(fill_negative, bool):
-        raise TypeError(f"fill_negative must be a bool, got {type(fill_negative).__name__}")
+    check_bool("fill_negative", fill_negative)
     return dict(
         num_sample=num_sample,
         pos_thresh=_check_threshold("pos_thresh", pos_thresh),
