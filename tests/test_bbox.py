@@ -334,3 +334,36 @@ def test_bad_inputs_raise_with_the_argument_named():
         clip_to_image(a, height=torch.ones(3), width=5)
     with pytest.raises(ValueError, match="eps must be >= 0"):
         BBoxBatchIOU(eps=-1.0)
+
+
+@pytest.mark.parametrize("kind", ["padded_tail", "padded_inside", "all_dead", "zero_width", "all_live"])
+@pytest.mark.parametrize("kwargs", [{}, {"offset": 1.0}, {"eps": 0.0}])
+def test_iou_eager_blocks_equal_single_block(kind, kwargs, dtype):
+    """The eager CPU path (blocks of rows, columns that cannot overlap filled with 0 instead
+    of computed) gives the traceable one-block path's values, bit for bit."""
+    g = torch.Generator().manual_seed(7)
+    B, N, M = 3, 40001, 60
+    a = torch.rand(B, N, 4, generator=g) * 100
+    a[..., 2:] += a[..., :2]
+    b = torch.rand(B, M, 4, generator=g) * 100
+    b[..., 2:] += b[..., :2] * 0.5
+    a[0, :10] = -1
+    a[1, 5, 1] = float("inf")
+    if kind == "padded_tail":
+        b[:, 17:] = -1
+        b[2, 3] = -1
+    elif kind == "padded_inside":
+        b[:, ::2] = -1
+        b[0, 1, 0] = float("nan")
+    elif kind == "all_dead":
+        b[:] = -1
+    elif kind == "zero_width":
+        b[..., 2] = b[..., 0]
+    a, b = a.to(dtype), b.to(dtype)
+    fast = box_iou(a, b, **kwargs)
+    with torch.enable_grad():
+        dense = box_iou(a.clone().requires_grad_(True), b, **kwargs).detach()
+    assert fast.dtype == dense.dtype == dtype
+    assert torch.equal(fast, dense)
+    if kind == "padded_tail":
+        assert bool((fast[..., :17] > 0).any())

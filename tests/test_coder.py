@@ -419,3 +419,58 @@ def test_bad_inputs_raise_with_the_argument_named():
         MultiClassEncoder(ignore_label=-0.5)
     with pytest.raises(TypeError, match="clip must be a number"):
         NormalizedBoxCenterDecoder(clip="4")
+
+
+# --------------------------------------------------------------------------- eager fast paths
+def _with_grad_path(fn, anchors):
+    """Run fn(anchors) with anchors recorded by autograd: that takes the dense (traceable) path."""
+    with torch.enable_grad():
+        out = fn(anchors.clone().requires_grad_(True))
+    return tuple(o.detach() for o in out)
+
+
+@pytest.mark.parametrize("shared_anchors", [False, True])
+def test_encode_boxes_positives_only_path_equals_dense_path(dtype, shared_anchors):
+    """The CPU path that encodes positives only gives the dense path's targets, bit for bit,
+    including non-finite boxes and (with value checks off) matches outside [0, M)."""
+    g = torch.Generator().manual_seed(3)
+    B, N, M = 3, 4000, 7
+    anchors = torch.rand(1 if shared_anchors else B, N, 4, generator=g) * 300
+    anchors[..., 2:] += anchors[..., :2] + 1
+    refs = torch.rand(B, M, 4, generator=g) * 300
+    refs[..., 2:] += refs[..., :2]
+    refs[:, 5:] = -1  # padding
+    refs[1, 0, 2] = float("inf")
+    anchors[0, 3, 0] = float("nan")
+    samples = torch.randint(-1, 2, (B, N), generator=g)
+    matches = torch.randint(-1, M + 2, (B, N), generator=g)
+    anchors, refs = anchors.to(dtype), refs.to(dtype)
+    stds, means = (0.1, 0.2, 0.3, 0.4), (0.01, 0.0, -0.02, 0.0)
+    detblocks.set_value_checks(False)
+    try:
+        fast = encode_boxes(samples, matches, anchors, refs, stds, means)
+        dense = _with_grad_path(lambda a: encode_boxes(samples, matches, a, refs, stds, means), anchors)
+    finally:
+        detblocks.set_value_checks(None)
+    assert int(fast[1][..., 0].sum()) > 100  # the scene has positives that keep their targets
+    for f, d in zip(fast, dense):
+        assert f.dtype == d.dtype == dtype
+        assert torch.equal(f, d)
+
+
+def test_encode_boxes_positives_only_path_without_positives_or_refs():
+    anchors = torch.tensor([[[0.0, 0.0, 2.0, 2.0]] * 3])
+    samples = torch.tensor([[-1, 0, -1]])
+    for refs in (torch.zeros(1, 0, 4), torch.tensor([[[0.0, 0.0, 1.0, 1.0]]])):
+        targets, masks = encode_boxes(samples, torch.full((1, 3), -1), anchors, refs)
+        assert torch.equal(targets, torch.zeros(1, 3, 4)) and torch.equal(masks, torch.zeros(1, 3, 4))
+
+
+def test_per_class_decoder_large_output_equals_reference():
+    """Outputs above the huge-page size threshold take pre-allocated buffers: same values."""
+    x = torch.softmax(torch.randn(2, 20000, 81, generator=torch.Generator().manual_seed(1)), dim=-1)
+    cls_id, scores = decode_per_class(x, thresh=0.02)
+    keep = x[..., 1:] > 0.02
+    assert cls_id.nbytes > 8 << 20
+    assert torch.equal(cls_id, torch.where(keep, torch.arange(80).expand(2, 20000, 80), torch.tensor(-1)))
+    assert torch.equal(scores, x[..., 1:] * keep)

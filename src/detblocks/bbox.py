@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from detblocks import _checks
+from detblocks import _alloc, _checks
 
 __all__ = [
     "corner_to_center",
@@ -277,23 +277,65 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
     a_t, area_a = _planes_and_areas(a_t, offset)  # (B, 4, N), (B, N)
     b_t, area_b = _planes_and_areas(b_t, offset)  # (B, 4, M), (B, M)
     area_a = area_a + max(eps, torch.finfo(work).tiny)  # every union > 0: no 0 / 0
-    b_cols = tuple(b_t[:, k, None, :] for k in range(4))  # 4 x (B, 1, M)
-    area_b = area_b[:, None, :]
 
-    block_rows = _iou_block_rows(a, b)
-    if block_rows is None:
+    if _iou_block_rows(a, b) is None:
         # One block: traceable (compile/export) and differentiable.
+        b_cols = tuple(b_t[:, k, None, :] for k in range(4))  # 4 x (B, 1, M)
         a_cols = tuple(a_t[:, k, :, None] for k in range(4))  # 4 x (B, N, 1)
-        out = _iou_block(a_cols, b_cols, area_a[:, :, None], area_b, offset).to(out_dtype)  # type: ignore[arg-type]
+        out = _iou_block(a_cols, b_cols, area_a[:, :, None], area_b[:, None, :], offset)  # type: ignore[arg-type]
+        out = out.to(out_dtype)
     else:
-        # Eager fast path: blocks of rows, each written straight into the result.
-        out = a_t.new_empty((max(a.shape[0], b.shape[0]), a.shape[1], b.shape[1]), dtype=out_dtype)
-
-        for start in range(0, a.shape[1], block_rows):
-            rows = slice(start, start + block_rows)
-            a_cols = tuple(a_t[:, k, rows, None] for k in range(4))
-            _iou_block(a_cols, b_cols, area_a[:, rows, None], area_b, offset, out=out[:, rows])  # type: ignore[arg-type]
+        out = _iou_blocked(a_t, b_t, area_a, area_b, offset, out_dtype)
     return out.squeeze(0) if single else out
+
+
+def _live_columns(b_t: Tensor, offset: float) -> Tensor | None:
+    """Indices of the references that can overlap anything, or None when (nearly) all can.
+
+    A reference with a non-finite coordinate (its planes are 0 by now) or a width or height
+    ``+ offset`` of at most 0 (padding rows of -1, zero-area and inverted boxes) has an
+    intersection of exactly 0 with every box, so its IoU column is exactly 0.
+    """
+    live = ((b_t[:, 2] - b_t[:, 0] + offset > 0) & (b_t[:, 3] - b_t[:, 1] + offset > 0)).any(0)  # (M,)
+    count = int(live.sum())
+    if count > 0.75 * live.shape[0]:
+        return None
+    return live.nonzero().squeeze(1)
+
+
+def _iou_blocked(
+    a_t: Tensor, b_t: Tensor, area_a: Tensor, area_b: Tensor, offset: float, out_dtype: torch.dtype
+) -> Tensor:
+    """The eager CPU path of :func:`box_iou`: blocks of rows written straight into the result.
+
+    Columns that are exactly 0 (see :func:`_live_columns`) are filled, not computed.
+    """
+    batch, n, m = max(a_t.shape[0], b_t.shape[0]), a_t.shape[2], b_t.shape[2]
+    out = _alloc.empty_large((batch, n, m), out_dtype, a_t.device)
+    live = _live_columns(b_t, offset)
+    prefix = live is not None and (live.numel() == 0 or int(live[-1]) == live.numel() - 1)
+    if live is not None:
+        b_t, area_b = b_t.index_select(2, live), area_b.index_select(1, live)
+    k = b_t.shape[2]
+    b_cols = tuple(b_t[:, j, None, :] for j in range(4))  # 4 x (B, 1, K)
+    rows_per_block = max(1, _IOU_BLOCK_ELEMENTS // max(1, batch * k))
+    for start in range(0, n, rows_per_block):
+        rows = slice(start, start + rows_per_block)
+        a_cols = tuple(a_t[:, j, rows, None] for j in range(4))
+        if live is None:
+            _iou_block(a_cols, b_cols, area_a[:, rows, None], area_b[:, None, :], offset, out=out[:, rows])  # type: ignore[arg-type]
+            continue
+        dest = out[:, rows]
+        if k == 0:
+            dest.zero_()
+            continue
+        block = _iou_block(a_cols, b_cols, area_a[:, rows, None], area_b[:, None, :], offset)  # type: ignore[arg-type]
+        if prefix:
+            dest[..., :k].copy_(block)
+            dest[..., k:].zero_()
+        else:
+            dest.zero_().index_copy_(2, live, block.to(out_dtype))
+    return out
 
 
 def clip_to_image(

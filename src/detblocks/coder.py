@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from detblocks import _checks
+from detblocks import _alloc, _checks
 from detblocks.bbox import corner_to_center
 from detblocks.conventions import BACKGROUND, NO_MATCH, Sample
 
@@ -124,6 +124,51 @@ def _pick(refs: Tensor, matches: Tensor, fill: float) -> Tensor:
     return torch.gather(padded, 1, index)
 
 
+def _center_codes(anchors: Tensor, refs: Tensor, std: Tensor, mean: Tensor) -> Tensor:
+    """The regression targets of corner ``anchors`` against their corner ``refs`` (``(..., 4)``
+    each, same shape): the formula of :func:`encode_boxes`, element by element."""
+    a = corner_to_center(anchors)
+    g = corner_to_center(refs)
+    a_wh, g_wh = a[..., 2:].clamp(min=_MIN_SIZE), g[..., 2:].clamp(min=_MIN_SIZE)
+    codes = torch.cat([(g[..., :2] - a[..., :2]) / a_wh, torch.log(g_wh / a_wh)], dim=-1)
+    return (codes - mean) / std
+
+
+def _positives_only(positive: Tensor, anchors: Tensor, refs: Tensor) -> bool:
+    """Whether to encode the positive anchors alone and scatter them (eager CPU, no autograd):
+    a few hundred positives among 10^5 anchors make that much cheaper than encoding every
+    anchor. Accelerators and tracing keep the dense path (no host read of the count)."""
+    if positive.device.type != "cpu" or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return False
+    return not (torch.is_grad_enabled() and (anchors.requires_grad or refs.requires_grad))
+
+
+def _encode_positives(
+    positive: Tensor,
+    matches: Tensor,
+    anchors: Tensor,
+    refs: Tensor,
+    std: Tensor,
+    mean: Tensor,
+    out_dtype: torch.dtype,
+) -> tuple[Tensor, Tensor]:
+    """:func:`encode_boxes` computed at the positive anchors only, then scattered."""
+    work = std.dtype
+    image, anchor = positive.nonzero(as_tuple=True)  # (K,) each
+    m = matches[image, anchor]
+    a = anchors[image if anchors.shape[0] > 1 else torch.zeros_like(image), anchor]  # (K, 4)
+    padded = torch.cat([refs, refs.new_ones((refs.shape[0], 1, 4))], dim=1)  # as in _pick
+    g = padded[image, m.clamp(0, refs.shape[1])]  # (K, 4)
+    codes = _center_codes(a.to(work), g.to(work), std, mean)  # (K, 4)
+    keep = (_valid(m, refs.shape[1]) & torch.isfinite(codes).all(-1))[:, None]  # (K, 1)
+    batch, n = positive.shape
+    targets = torch.zeros((batch, n, 4), dtype=out_dtype, device=positive.device)
+    masks = torch.zeros((batch, n, 4), dtype=out_dtype, device=positive.device)
+    targets[image, anchor] = _to_output(torch.where(keep, codes, 0.0), out_dtype)
+    masks[image, anchor] = keep.expand_as(codes).to(out_dtype)
+    return targets, masks
+
+
 def encode_boxes(
     samples: Tensor,
     matches: Tensor,
@@ -181,16 +226,12 @@ def encode_boxes(
 
     out_dtype = torch.promote_types(anchors.dtype, refs.dtype)
     work = _compute_dtype(out_dtype)
-    a = corner_to_center(anchors.to(work))  # (B, N, 4)
-    g = corner_to_center(refs.to(work))  # (B, M, 4): converted before the gather, M << N
-    a_wh = a[..., 2:].clamp(min=_MIN_SIZE)
-    g = torch.cat([g[..., :2], g[..., 2:].clamp(min=_MIN_SIZE)], dim=-1)
-    g = _pick(g, matches, 1.0)  # (B, N, 4), the matched reference of every anchor
-
     std = torch.tensor(stds, dtype=work, device=anchors.device)
     mean = torch.tensor(means, dtype=work, device=anchors.device)
-    codes = torch.cat([(g[..., :2] - a[..., :2]) / a_wh, torch.log(g[..., 2:] / a_wh)], dim=-1)
-    codes = (codes - mean) / std  # (B, N, 4)
+    if _positives_only(positive, anchors, refs):
+        return _encode_positives(positive, matches, anchors, refs, std, mean, out_dtype)
+    g = _pick(refs.to(work), matches, 1.0)  # (B, N, 4), the matched reference of every anchor
+    codes = _center_codes(anchors.to(work), g, std, mean)  # (B, N, 4)
     # A target that is not finite (a NaN or infinite box) or has no reference is dropped.
     keep = (positive & _valid(matches, refs.shape[1]) & torch.isfinite(codes).all(-1))[..., None]  # (B, N, 1)
     targets = _to_output(torch.where(keep, codes, 0.0), out_dtype)
@@ -478,7 +519,9 @@ def decode_per_class(x: Tensor, thresh: float = 0.01, axis: int = -1) -> tuple[T
     scores = x[..., 1:]  # (B, N, C - 1)
     keep = _above(scores, thresh)
     classes = torch.arange(scores.shape[-1], device=x.device)  # (C - 1,)
-    return torch.where(keep, classes, NO_MATCH), torch.where(keep, scores, 0.0)
+    # Large outputs (hundreds of MB for SSD-sized batches) go to huge-page-backed buffers.
+    cls_id = _alloc.where_large(keep, classes, classes.new_full((), NO_MATCH))
+    return cls_id, _alloc.where_large(keep, scores, scores.new_zeros(()))
 
 
 def _above(scores: Tensor, thresh: float) -> Tensor:
