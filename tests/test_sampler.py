@@ -717,3 +717,27 @@ def test_quota_sampler_exports_with_dynamic_batch_and_anchors():
         got = ep.module()(matches, ious)
         torch.manual_seed(seed)
         assert torch.equal(got, sampler(matches, ious))
+
+
+def test_samplers_give_the_same_samples_with_the_iou_row_maxima_recorded_by_box_iou():
+    """box_iou records the best IoU of each anchor for the samplers; a copy of the matrix
+    (nothing recorded) must give the same samples."""
+    from detblocks.bbox import box_iou, recorded_best_iou
+
+    g = torch.Generator().manual_seed(5)
+    a = torch.rand(2, 30000, 4, generator=g) * 100
+    a[..., 2:] = a[..., :2] + torch.rand(2, 30000, 2, generator=g) * 20 + 1
+    b = a[:, ::1500].clone()
+    b[:, 15:] = -1
+    ious = box_iou(a, b)
+    assert recorded_best_iou(ious) is not None
+    matches = torch.where(ious.amax(-1) > 0.6, ious.argmax(-1), NO_MATCH)
+    logits = torch.randn(2, 30000, 4, generator=g)
+    assert torch.equal(
+        ohem_sample(matches, logits, ious, 3.0), ohem_sample(matches, logits, ious.clone(), 3.0)
+    )
+    q = [
+        quota_sample(matches, x, 256, 0.6, 0.3, generator=torch.Generator().manual_seed(1))
+        for x in (ious, ious.clone())
+    ]
+    assert torch.equal(q[0], q[1]) and int((q[0] == 1).sum()) > 0

@@ -13,6 +13,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from detblocks import _alloc, _checks
 
@@ -40,6 +41,14 @@ _F16_MAX = 65504.0
 _IOU_BLOCK_ELEMENTS = 1 << 19
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+# Integer dtype of each float dtype's width (maxima of IoU >= 0 computed on the bits).
+_SAME_WIDTH_INT = {
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+}
 
 Boxes4 = tuple[Tensor, Tensor, Tensor, Tensor]
 
@@ -312,30 +321,59 @@ def _iou_blocked(
     """
     batch, n, m = max(a_t.shape[0], b_t.shape[0]), a_t.shape[2], b_t.shape[2]
     out = _alloc.empty_large((batch, n, m), out_dtype, a_t.device)
+    best_bits = torch.zeros((batch, n), dtype=_SAME_WIDTH_INT[out_dtype], device=a_t.device)
     live = _live_columns(b_t, offset)
     prefix = live is not None and (live.numel() == 0 or int(live[-1]) == live.numel() - 1)
     if live is not None:
         b_t, area_b = b_t.index_select(2, live), area_b.index_select(1, live)
+        out.zero_()  # one contiguous fill; the live columns are overwritten below
     k = b_t.shape[2]
+    if k == 0:
+        _remember_best(out, best_bits.view(out_dtype))
+        return out
     b_cols = tuple(b_t[:, j, None, :] for j in range(4))  # 4 x (B, 1, K)
     rows_per_block = max(1, _IOU_BLOCK_ELEMENTS // max(1, batch * k))
     for start in range(0, n, rows_per_block):
         rows = slice(start, start + rows_per_block)
         a_cols = tuple(a_t[:, j, rows, None] for j in range(4))
-        if live is None:
-            _iou_block(a_cols, b_cols, area_a[:, rows, None], area_b[:, None, :], offset, out=out[:, rows])  # type: ignore[arg-type]
-            continue
         dest = out[:, rows]
-        if k == 0:
-            dest.zero_()
-            continue
-        block = _iou_block(a_cols, b_cols, area_a[:, rows, None], area_b[:, None, :], offset)  # type: ignore[arg-type]
-        if prefix:
-            dest[..., :k].copy_(block)
-            dest[..., k:].zero_()
+        if live is None or prefix:  # straight into the result (its first K columns)
+            block = dest[..., :k]
+            _iou_block(a_cols, b_cols, area_a[:, rows, None], area_b[:, None, :], offset, out=block)  # type: ignore[arg-type]
         else:
-            dest.zero_().index_copy_(2, live, block.to(out_dtype))
+            block = _iou_block(a_cols, b_cols, area_a[:, rows, None], area_b[:, None, :], offset)  # type: ignore[arg-type]
+            block = block.to(out_dtype)
+            dest.index_copy_(2, live, block)
+        # Row maxima while the block is in cache. IoU >= 0 orders like its bit pattern, and
+        # the integer maximum is vectorised for every K (the float one is not for short rows).
+        torch.amax(block.view(best_bits.dtype), -1, out=best_bits[:, rows])
+    _remember_best(out, best_bits.view(out_dtype))
     return out
+
+
+# Row maxima of results of the eager CPU path, for the samplers (which need the best IoU of
+# every anchor): keyed by the result tensor, valid while its version counter is unchanged.
+_BEST_IOU = WeakIdKeyDictionary()
+
+
+def _remember_best(out: Tensor, best: Tensor) -> None:
+    if not out.is_inference():  # inference tensors have no version counter to check against
+        _BEST_IOU[out] = (out._version, best)
+
+
+def recorded_best_iou(ious: Tensor) -> Tensor | None:
+    """``ious.amax(-1)`` when ``ious`` is a result of :func:`box_iou`'s eager CPU path that
+    has not been modified since (``Tensor[B, N]``, its dtype), else ``None``.
+
+    :func:`box_iou` records it while computing ``ious`` in cache-sized blocks, so the
+    samplers (which need the best IoU of every anchor) do not read the whole matrix again.
+    """
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or ious.is_inference():
+        return None
+    entry = _BEST_IOU.get(ious)
+    if entry is None or entry[0] != ious._version:
+        return None
+    return entry[1]
 
 
 def clip_to_image(

@@ -46,6 +46,7 @@ from detblocks._checks import (
     check_rank,
     shape_str,
 )
+from detblocks.bbox import recorded_best_iou
 from detblocks.conventions import Sample
 
 __all__ = [
@@ -85,8 +86,11 @@ def _best_overlap(ious: Tensor) -> Tensor:
 
     Returns Tensor[B, N] in float32 (float64 for float64 input).
     """
+    recorded = recorded_best_iou(ious) if ious.dim() == 3 else None
     ious = ious.detach()
-    if ious.dim() == 2:
+    if recorded is not None:  # box_iou computed the row maxima along with ious
+        best = recorded
+    elif ious.dim() == 2:
         best = ious
     elif ious.shape[-1] == 0:
         best = ious.new_zeros(ious.shape[:2])
