@@ -299,17 +299,32 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
 
 
 def _live_columns(b_t: Tensor, offset: float) -> Tensor | None:
-    """Indices of the references that can overlap anything, or None when (nearly) all can.
+    """The columns of the IoU matrix worth computing, or None for all of them.
 
     A reference with a non-finite coordinate (its planes are 0 by now) or a width or height
     ``+ offset`` of at most 0 (padding rows of -1, zero-area and inverted boxes) has an
-    intersection of exactly 0 with every box, so its IoU column is exactly 0.
+    intersection of exactly 0 with every box, so its IoU column is exactly 0 and need not be
+    computed. The columns that may not be 0 are kept in order, and followed by as many
+    columns that are (computed, as 0) as make their count a multiple of the CPU's vector
+    width: the row-wise ops then run without a scalar tail. Returns the chosen column
+    indices, ascending, or None when they would be more than 3/4 of the columns.
     """
+    m = b_t.shape[2]
     live = ((b_t[:, 2] - b_t[:, 0] + offset > 0) & (b_t[:, 3] - b_t[:, 1] + offset > 0)).any(0)  # (M,)
     count = int(live.sum())
-    if count > 0.75 * live.shape[0]:
+    lanes = _vector_lanes(b_t.dtype)
+    padded = min(m, -(-count // lanes) * lanes)
+    if padded > 0.75 * m:
         return None
-    return live.nonzero().squeeze(1)
+    # Sorting the keys puts the live columns first, then the others; the chosen ones ascending.
+    key = (~live).to(torch.int64) * m + torch.arange(m, device=live.device)
+    return (key.sort().values[:padded] % m).sort().values
+
+
+def _vector_lanes(dtype: torch.dtype) -> int:
+    """Elements of ``dtype`` in one SIMD register of this CPU (for the IoU's row length)."""
+    width = 64 if torch.backends.cpu.get_cpu_capability() == "AVX512" else 32
+    return max(1, width // dtype.itemsize)
 
 
 def _iou_blocked(
@@ -337,13 +352,16 @@ def _iou_blocked(
         rows = slice(start, start + rows_per_block)
         a_cols = tuple(a_t[:, j, rows, None] for j in range(4))
         dest = out[:, rows]
-        if live is None or prefix:  # straight into the result (its first K columns)
-            block = dest[..., :k]
+        if live is None:  # straight into the result
+            block = dest
             _iou_block(a_cols, b_cols, area_a[:, rows, None], area_b[:, None, :], offset, out=block)  # type: ignore[arg-type]
-        else:
+        else:  # a contiguous block (its row maxima are read from it), then its columns
             block = _iou_block(a_cols, b_cols, area_a[:, rows, None], area_b[:, None, :], offset)  # type: ignore[arg-type]
             block = block.to(out_dtype)
-            dest.index_copy_(2, live, block)
+            if prefix:
+                dest[..., :k].copy_(block)
+            else:
+                dest.index_copy_(2, live, block)
         # Row maxima while the block is in cache. IoU >= 0 orders like its bit pattern, and
         # the integer maximum is vectorised for every K (the float one is not for short rows).
         torch.amax(block.view(best_bits.dtype), -1, out=best_bits[:, rows])
