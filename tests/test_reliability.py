@@ -88,6 +88,7 @@ from detblocks.matcher import (
     MaximumMatcher,
     bipartite_match,
     composite_match,
+    match_boxes,
     maximum_match,
 )
 from detblocks.predictor import ConvPredictor, FCPredictor
@@ -355,6 +356,14 @@ BAD_INPUTS: list[Bad] = [
     Bad("CompositeMatcher", "single-matcher", lambda: CompositeMatcher(MaximumMatcher(0.5)), TypeError,
         "matchers", "MaximumMatcher"),
     Bad("CompositeMatcher", "no-matchers", lambda: CompositeMatcher([]), ValueError, "matchers", "empty"),
+    Bad("match_boxes", "refs-last-dim-3", lambda: match_boxes(A, R[..., :3], [MaximumMatcher(0.5)]),
+        ValueError, "refs", "(2, 3, 3)"),
+    Bad("match_boxes", "refs-batch", lambda: match_boxes(A, boxes(3, 3), [MaximumMatcher(0.5)]),
+        ValueError, "refs", "(3, 3, 4)"),
+    Bad("match_boxes", "other-module", lambda: match_boxes(A, R, [torch.nn.Identity()]), TypeError,
+        "matchers[0]", "Identity"),
+    Bad("match_boxes", "chunk-size-0", lambda: match_boxes(A, R, [MaximumMatcher(0.5)], chunk_size=0),
+        ValueError, "chunk_size", "0"),
     Bad("CompositeMatcher", "rank-2", lambda: CompositeMatcher([BipartiteMatcher()])(X[0]), ValueError, "x",
         "(5, 3)"),
     # ------------------------------------------------------------------ sampler
@@ -619,6 +628,9 @@ DEGENERATE: list[Degenerate] = [
         lambda B, N, M: [(B, N)]),
     Degenerate("CompositeMatcher", _d(CompositeMatcher([BipartiteMatcher(), MaximumMatcher(0.5)]), "ious"),
         lambda B, N, M: [(B, N)]),
+    Degenerate("match_boxes",
+        _d(match_boxes, "anchors", "refs", matchers=[BipartiteMatcher(), MaximumMatcher(0.5)], chunk_size=2),
+        lambda B, N, M: [(B, N)] * 2),
     Degenerate("naive_sample", _d(naive_sample, "matches"), lambda B, N, M: [(B, N)]),
     Degenerate("NaiveSampler", _d(NaiveSampler(), "matches"), lambda B, N, M: [(B, N)]),
     Degenerate("ohem_sample", _d(ohem_sample, "matches", "scores", "ious", ratio=3, min_samples=2),

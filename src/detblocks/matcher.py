@@ -11,6 +11,8 @@ matched to each anchor, or :data:`~detblocks.conventions.NO_MATCH` (``-1``).
   matching (best pair first), then GluonCV's recovery step.
 * :func:`composite_match` / :class:`CompositeMatcher`: a chain of matchers,
   each filling only the anchors every earlier one left unmatched.
+* :func:`match_boxes`: IoU and a chain of matchers in one call, from the boxes;
+  above :data:`DENSE_LIMIT` IoU entries it never holds the whole IoU matrix.
 
 How the bipartite matcher avoids sorting all ``N * M`` pairs
 -------------------------------------------------------------
@@ -54,6 +56,32 @@ data-dependent shapes or Python control flow. In eager mode those sizes are
 small values read back to the host (a handful per call, and one per round),
 a deliberate trade: they let a call read ``x`` about once instead of many times.
 
+Matching boxes without the whole IoU matrix
+-------------------------------------------
+:func:`match_boxes` returns ``composite_match(box_iou(anchors, refs), matchers)``
+and the best IoU of every anchor. Above :data:`DENSE_LIMIT` entries (or when
+asked to with ``chunk_size``) it reads the IoU matrix in chunks of anchor rows
+(:data:`CHUNK_ELEMENTS` entries each) and keeps only ``O(B * (N + M * K))``
+numbers between chunks:
+
+1. *One pass* keeps, per anchor, its best IoU and the reference reaching it
+   (first one on ties), the lowest ones too when a bipartite matcher has
+   ``is_ascend``; per reference, its column maximum and its first ``K``
+   anchors in the visiting order (score first, then anchor index, chosen
+   exactly above the threshold), ``K = min(N, M, 64)``.
+2. *Greedy matching* runs the rounds above on those lists, with the same
+   check as step 2: it is exact when no reference left unmatched had all of
+   its candidates taken; otherwise the lists grow, and past ``K`` the pass is
+   repeated with eight times as many (a reference is always matched to one of
+   its first ``min(N, M)`` anchors).
+3. *Recovery* with ``share_max=False`` needs only each anchor's best reference.
+   With ``share_max=True``, the anchors reaching a column maximum are in that
+   reference's list unless the whole list reaches it (a large object holding
+   many anchors of equal IoU); the IoU of those references alone is then read
+   again. :class:`MaximumMatcher` needs only each anchor's best.
+4. A chain of matchers takes, for every anchor, the first match any of them
+   gives, which is what :func:`composite_match` computes.
+
 Example:
     >>> import torch
     >>> from detblocks.matcher import BipartiteMatcher, CompositeMatcher, MaximumMatcher
@@ -70,7 +98,16 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from detblocks._checks import check_bool, check_float, check_number, check_rank
+from detblocks._checks import (
+    check_bool,
+    check_boxes,
+    check_float,
+    check_number,
+    check_rank,
+    parse_fmt,
+    shape_str,
+)
+from detblocks.bbox import box_iou
 from detblocks.conventions import NO_MATCH
 
 __all__ = [
@@ -80,6 +117,7 @@ __all__ = [
     "MaximumMatcher",
     "BipartiteMatcher",
     "CompositeMatcher",
+    "match_boxes",
 ]
 
 #: Blocks the anchors are cut into for the one pass over ``x`` (for M <= 256):
@@ -741,3 +779,315 @@ class CompositeMatcher(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return composite_match(x, list(self.matchers))
+
+
+# --------------------------------------------------------------------------- boxes
+#: :func:`match_boxes` computes the whole IoU matrix and calls :func:`composite_match`
+#: up to this many entries ``B * N * M`` (256 MiB in float32), and reads it in chunks of
+#: anchors above (unless ``chunk_size`` says otherwise).
+DENSE_LIMIT: int = 1 << 26
+
+#: IoU entries ``B * rows * M`` of one chunk in :func:`match_boxes`' chunked path (16 MiB in
+#: float32): enough work per chunk that the loop costs little, far below the whole matrix.
+CHUNK_ELEMENTS: int = 1 << 22
+
+# Candidate anchors kept per reference by the first pass over the chunks (the greedy
+# matching asks for more only when some reference ran out of them).
+_FIRST_CAPACITY = 64
+
+
+def _flat_matchers(matchers: list[nn.Module], name: str) -> list[nn.Module]:
+    flat: list[nn.Module] = []
+    for i, mt in enumerate(matchers):
+        where = f"{name}[{i}]"
+        if isinstance(mt, CompositeMatcher):  # stands for its own chain
+            flat.extend(_flat_matchers(list(mt.matchers), f"{where}.matchers"))
+        elif isinstance(mt, (MaximumMatcher, BipartiteMatcher)):
+            flat.append(mt)
+        else:
+            raise TypeError(
+                f"{where} must be a MaximumMatcher, BipartiteMatcher or CompositeMatcher "
+                f"for match_boxes, got {type(mt).__name__}"
+            )
+    return flat
+
+
+def _check_box_matchers(matchers: object) -> list[nn.Module]:
+    """The chain as a flat list of :class:`MaximumMatcher` / :class:`BipartiteMatcher`."""
+    return _flat_matchers(_check_matchers(matchers), "matchers")
+
+
+def _sign(mt: nn.Module) -> int:
+    return -1 if getattr(mt, "is_ascend", False) else 1
+
+
+class _Lists:
+    """The first ``capacity`` anchors of every reference in the visiting order (score
+    first, then lower anchor; ties among scores not above ``floor`` in any order),
+    held in ascending anchor order: ``val``, ``idx (Tensor[B, M, L])``, ``L <= capacity``."""
+
+    def __init__(self, b: int, m: int, capacity: int, floor: Tensor) -> None:
+        self.capacity = capacity
+        self.floor = floor
+        self.val = torch.empty((b, m, 0), dtype=floor.dtype, device=floor.device)
+        self.idx = torch.empty((b, m, 0), dtype=torch.int64, device=floor.device)
+
+    def _merge(self, val: Tensor, idx: Tensor, sub: Tensor, start: int) -> tuple[Tensor, Tensor]:
+        """Lists ``val``, ``idx (Tensor[..., L])`` merged with the scores ``sub
+        (Tensor[..., c])`` of anchors ``start, ..., start + c - 1`` (all after the listed ones)."""
+        pos = _first_k(sub, min(self.capacity, sub.shape[-1]), self.floor)  # ascending
+        val = torch.cat([val, sub.gather(-1, pos)], -1)  # still ascending in anchor index
+        idx = torch.cat([idx, pos + start], -1)
+        pick = _first_k(val, min(self.capacity, val.shape[-1]), self.floor)
+        return val.gather(-1, pick), idx.gather(-1, pick)
+
+    def add(self, y: Tensor, col_best: Tensor, start: int) -> None:
+        """Take in a chunk of scores ``y (Tensor[B, c, M])`` of anchors from ``start`` on,
+        whose column maxima are ``col_best (Tensor[B, M])``."""
+        yt = y.transpose(1, 2)  # (B, M, c)
+        if self.val.shape[2] < self.capacity:
+            self.val, self.idx = self._merge(self.val, self.idx, yt, start)
+            return
+        # Full lists: only references with a score above their last listed one change
+        # (a tie loses to the lower, listed anchors).
+        bi, mi = (col_best > self.val.amin(-1)).nonzero(as_tuple=True)
+        if bi.numel() == 0:
+            return
+        val, idx = self._merge(self.val[bi, mi], self.idx[bi, mi], yt[bi, mi], start)
+        self.val[bi, mi] = val
+        self.idx[bi, mi] = idx
+
+    def first(self, k: int, thr: Tensor) -> tuple[Tensor, Tensor]:
+        """The first ``k`` anchors of every reference, as :func:`_candidates` returns them."""
+        pick = _first_k(self.val, k, thr)  # (B, M, k) ascending
+        score = self.val.gather(2, pick)
+        return self.idx.gather(2, pick), torch.where(score > thr, score, -float("inf"))
+
+
+class _Sweep(NamedTuple):
+    """The IoU matrix of ``anchors`` and ``refs``, read ``rows`` anchors at a time."""
+
+    anchors: Tensor  # (B or 1, N, 4)
+    refs: Tensor  # (B or 1, M, 4)
+    rows: int
+    fmt: str
+    offset: float
+    eps: float
+
+    def chunks(self):
+        n = self.anchors.shape[1]
+        for start in range(0, n, self.rows):
+            part = self.anchors[:, start : start + self.rows]
+            yield start, box_iou(part, self.refs, self.fmt, self.offset, self.eps)  # (B, c, M)
+
+
+class _Summary(NamedTuple):
+    """What the chunked path keeps from its pass over the IoU matrix, per sign (score
+    space ``y = sign * iou``)."""
+
+    best: dict  # sign -> (B, N) best y of every anchor
+    arg: dict  # sign -> (B, N) its reference (the first one on ties)
+    colmax: dict  # sign -> (B, M) best y of every reference
+    lists: dict  # sign -> _Lists
+
+
+def _scores(iou: Tensor, sign: int) -> Tensor:
+    return iou if sign > 0 else iou.neg()
+
+
+def _summarize(sweep: _Sweep, b: int, n: int, m: int, signs: set, lists: dict) -> _Summary:
+    """One pass: per-anchor best and argbest, column maxima and candidate lists."""
+    dtype = torch.promote_types(sweep.anchors.dtype, sweep.refs.dtype)
+    dev = sweep.anchors.device
+    best = {s: torch.empty((b, n), dtype=dtype, device=dev) for s in signs}
+    arg = {s: torch.empty((b, n), dtype=torch.int64, device=dev) for s in signs}
+    colmax = {s: torch.full((b, m), -float("inf"), dtype=dtype, device=dev) for s in signs}
+    for start, iou in sweep.chunks():
+        stop = start + iou.shape[1]
+        for s in signs:
+            y = _scores(iou, s)
+            # argmax/argmin of the IoU itself, exactly as the dense path's ``_best``
+            a = iou.argmax(-1, keepdim=True) if s > 0 else iou.argmin(-1, keepdim=True)
+            arg[s][:, start:stop] = a.squeeze(-1)
+            best[s][:, start:stop] = y.gather(-1, a).squeeze(-1)
+            col_best = y.amax(1)  # (B, M)
+            torch.maximum(colmax[s], col_best, out=colmax[s])
+            if s in lists:
+                lists[s].add(y, col_best, start)
+    return _Summary(best, arg, colmax, lists)
+
+
+def _relist(sweep: _Sweep, lists: _Lists, sign: int, capacity: int) -> _Lists:
+    """The candidate lists again, with a larger ``capacity`` (one more pass)."""
+    b, m, _ = lists.val.shape
+    new = _Lists(b, m, capacity, lists.floor)
+    for start, iou in sweep.chunks():
+        y = _scores(iou, sign)
+        new.add(y, y.amax(1), start)
+    return new
+
+
+def _chunked_bipartite(sweep: _Sweep, summary: _Summary, mt: BipartiteMatcher, n: int) -> Tensor:
+    """One bipartite matcher on its own, ``Tensor[B, N]``, from the pass's summary."""
+    sign = _sign(mt)
+    colmax, best, arg = summary.colmax[sign], summary.best[sign], summary.arg[sign]
+    b, m = colmax.shape
+    thr = torch.full((), sign * mt.threshold, dtype=colmax.dtype, device=colmax.device)
+    ok = colmax > thr  # (B, M) references that can be matched at all
+    out = torch.full((b, n + 1), NO_MATCH, dtype=torch.int64, device=colmax.device)
+    q = int(ok.sum(1).max())
+    if q:
+        bound = min(q, n)  # a reference's match is among its first `bound` anchors
+        k = min(_FIRST_ANCHORS, bound)
+        while True:
+            lists = summary.lists[sign]
+            if k > lists.val.shape[2]:
+                capacity = min(n, m, max(k, 8 * lists.capacity))
+                lists = summary.lists[sign] = _relist(sweep, lists, sign, capacity)
+            rows, score = lists.first(k, thr)  # (B, M, k)
+            row = _rounds(rows, score)  # (B, M) anchor of every reference, -1 when none
+            if k == bound or not bool(((row < 0) & (score > -float("inf")).all(2)).any()):
+                break
+            k = min(2 * k, bound)
+        col = torch.arange(m, device=row.device).expand(b, m)
+        out.scatter_(1, torch.where(row >= 0, row, n), torch.where(row >= 0, col, NO_MATCH))
+    out = out[:, :n]
+    # Recovery, as in _bipartite: NaN marks the references that cannot be reached.
+    cmax = torch.where(ok, colmax, float("nan"))  # (B, M)
+    if mt.share_max:
+        near = _near(sweep, summary.lists[sign], cmax, mt.eps, sign)
+    else:
+        near = best + mt.eps >= cmax.gather(1, arg)
+    return torch.where(out < 0, torch.where(near, arg, NO_MATCH), out)
+
+
+def _near(sweep: _Sweep, lists: _Lists, cmax: Tensor, eps: float, sign: int) -> Tensor:
+    """Anchors whose score reaches (within ``eps``) the column maximum ``cmax (Tensor[B, M])``
+    of some reference (``NaN``: none), ``Tensor[B, N]`` bool.
+
+    A reference's list holds every anchor reaching its maximum unless all its listed
+    anchors reach it (ties at the maximum): only such references are read again.
+    """
+    b, m = cmax.shape
+    n = sweep.anchors.shape[1]
+    reach = lists.val + eps >= cmax[..., None]  # (B, M, L)
+    near = torch.zeros((b, n + 1), dtype=torch.bool, device=cmax.device)
+    near.scatter_(1, torch.where(reach, lists.idx, n).flatten(1), True)
+    near = near[:, :n]
+    if lists.val.shape[2] == n:  # every anchor is listed
+        return near
+    full = reach.all(-1)  # (B, M)
+    f = int(full.sum(1).max())
+    if f == 0:
+        return near
+    key = (~full).to(torch.int64) * m + torch.arange(m, device=cmax.device)
+    cols = key.sort(dim=1).indices[:, :f]  # (B, F) those references first
+    level = torch.where(full.gather(1, cols), cmax.gather(1, cols), float("nan"))  # (B, F)
+    refs = sweep.refs.expand(b, m, 4).gather(1, cols[..., None].expand(b, f, 4))
+    for start, iou in sweep._replace(refs=refs).chunks():  # the IoU of those references only
+        y = _scores(iou, sign)
+        near[:, start : start + iou.shape[1]] |= (y + eps >= level[:, None, :]).any(-1)
+    return near
+
+
+def _match_chunked(sweep: _Sweep, matchers: list[nn.Module], b: int, n: int, m: int) -> tuple[Tensor, Tensor]:
+    dtype = torch.promote_types(sweep.anchors.dtype, sweep.refs.dtype)
+    dev = sweep.anchors.device
+    bip = [mt for mt in matchers if isinstance(mt, BipartiteMatcher)]
+    signs = {1} | {_sign(mt) for mt in bip}
+    lists = {}
+    for s in {_sign(mt) for mt in bip}:
+        floor = min(s * mt.threshold for mt in bip if _sign(mt) == s)  # ties above it are exact
+        floor_t = torch.full((), floor, dtype=dtype, device=dev)
+        lists[s] = _Lists(b, m, min(n, m, _FIRST_CAPACITY), floor_t)
+    summary = _summarize(sweep, b, n, m, signs, lists)
+    result = torch.full((b, n), NO_MATCH, dtype=torch.int64, device=dev)
+    for mt in matchers:
+        if isinstance(mt, BipartiteMatcher):
+            out = _chunked_bipartite(sweep, summary, mt, n)
+        else:
+            thr = torch.full((), mt.threshold, dtype=dtype, device=dev)
+            out = torch.where(summary.best[1] >= thr, summary.arg[1], NO_MATCH)
+        result = torch.where(result < 0, out, result)
+    return result, summary.best[1]
+
+
+def match_boxes(
+    anchors: Tensor,
+    refs: Tensor,
+    matchers: Sequence[nn.Module],
+    *,
+    chunk_size: int | None = None,
+    fmt: str = "corner",
+    offset: float = 0.0,
+    eps: float = 1e-15,
+) -> tuple[Tensor, Tensor]:
+    """Match anchors to reference boxes by IoU, without the whole IoU matrix when it is large.
+
+    Returns exactly ``composite_match(box_iou(anchors, refs, fmt, offset, eps), matchers)``
+    and ``box_iou(...).amax(-1)``, bit for bit, ties included. Up to
+    :data:`DENSE_LIMIT` IoU entries (``B * N * M``, 256 MiB in float32) it computes
+    just that. Above it, or whenever ``chunk_size`` is given, it reads the IoU
+    matrix in chunks of anchors, keeping ``O(B * (N + 64 M))`` numbers between them
+    (see the module notes): for one image with 1,000,000 anchors and 1,000
+    references, whose float32 IoU matrix alone is 4 GB, it needs under 100 MB
+    beyond its inputs. Under ``torch.compile``/``torch.export`` it always takes the
+    dense path.
+
+    The best IoU can stand in for the IoU matrix in :func:`~detblocks.sampler.ohem_sample`
+    and :func:`~detblocks.sampler.quota_sample`, which only read each anchor's best.
+
+    Args:
+        anchors (Tensor[B, N, 4]): anchor boxes, floating dtype.
+        refs (Tensor[B, M, 4]): reference (ground-truth) boxes, padded with rows of
+            ``-1``. A batch size of 1 on either side broadcasts against the other.
+        matchers (Sequence[nn.Module]): the chain, as for :func:`composite_match`;
+            :class:`MaximumMatcher`, :class:`BipartiteMatcher` and
+            :class:`CompositeMatcher` (other modules would need the whole matrix).
+        chunk_size (int | None): anchors per chunk; ``None`` chooses the dense path up
+            to :data:`DENSE_LIMIT` entries and chunks of :data:`CHUNK_ELEMENTS` entries
+            above it.
+        fmt (str): box format of both inputs, ``'corner'``/``'xyxy'`` or
+            ``'center'``/``'cxcywh'``.
+        offset (float): added to widths and heights, as in :func:`~detblocks.bbox.box_iou`.
+        eps (float): added to the union, as in :func:`~detblocks.bbox.box_iou`.
+
+    Returns:
+        tuple[Tensor[B, N], Tensor[B, N]]: ``matches`` (int64, the matched reference
+        index, ``-1`` when none) and the best IoU of every anchor (in the promoted
+        dtype of the boxes, 0 when ``M = 0``). Neither carries a gradient.
+
+    Example:
+        >>> import torch
+        >>> anchors = torch.tensor([[[0, 0, 10, 10], [0, 0, 9, 10], [20, 20, 30, 30.0]]])
+        >>> refs = torch.tensor([[[0, 0, 10, 10], [-1, -1, -1, -1.0]]])  # one object, one padded row
+        >>> chain = [BipartiteMatcher(), MaximumMatcher(0.5)]
+        >>> matches, best = match_boxes(anchors, refs, chain)
+        >>> matches, best
+        (tensor([[ 0,  0, -1]]), tensor([[1.0000, 0.9000, 0.0000]]))
+        >>> torch.equal(match_boxes(anchors, refs, chain, chunk_size=2)[0], matches)  # in chunks
+        True
+    """
+    anchors = check_boxes("anchors", anchors, 3, "(B, N, 4)")
+    refs = check_boxes("refs", refs, 3, "(B, M, 4)")
+    if anchors.shape[0] != refs.shape[0] and 1 not in (anchors.shape[0], refs.shape[0]):
+        raise ValueError(
+            f"batch size of refs {shape_str(refs)} does not match anchors {shape_str(anchors)} "
+            "(equal, or 1 on one side)"
+        )
+    flat = _check_box_matchers(matchers)
+    if chunk_size is not None:
+        check_number("chunk_size", chunk_size, low=1, integer=True)
+    parse_fmt(fmt)
+    offset = check_number("offset", offset)
+    eps = check_number("eps", eps, low=0)
+    anchors, refs = anchors.detach(), refs.detach()  # matching is not differentiable
+    b = max(anchors.shape[0], refs.shape[0])
+    n, m = anchors.shape[1], refs.shape[1]
+    size = b * n * m
+    if _tracing() or size == 0 or (chunk_size is None and size <= DENSE_LIMIT):
+        iou = box_iou(anchors, refs, fmt, offset, eps)  # (B, N, M)
+        best = iou.amax(-1) if m else iou.new_zeros((b, n))
+        return composite_match(iou, matchers), best
+    rows = chunk_size if chunk_size is not None else max(1, CHUNK_ELEMENTS // (b * m))
+    return _match_chunked(_Sweep(anchors, refs, rows, fmt, offset, eps), flat, b, n, m)
