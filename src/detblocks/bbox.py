@@ -200,7 +200,7 @@ def _iou_block(
 def _iou_block_rows(a: Tensor, b: Tensor) -> int | None:
     """Rows of ``a`` per block of the eager CPU fast path, or None for a single block: under
     compile/export, on accelerators, when autograd records, or when one block covers everything."""
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or a.device.type != "cpu":
+    if _tracing() or a.device.type != "cpu":
         return None
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
         return None
@@ -218,7 +218,13 @@ def _planes_and_areas(t: Tensor, offset: float) -> tuple[Tensor, Tensor]:
     """
     area = (t[:, 2] - t[:, 0] + offset) * (t[:, 3] - t[:, 1] + offset)
     finite = torch.isfinite(area)
+    if t.device.type == "cpu" and not _tracing() and bool(finite.all()):  # the usual case: no copy
+        return t, area.clamp(min=0)
     return torch.where(finite[:, None], t, 0.0), torch.where(finite, area.clamp(min=0), math.inf)
+
+
+def _tracing() -> bool:
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 def _check_pair_batch(a: Tensor, b: Tensor) -> None:
@@ -386,7 +392,7 @@ def recorded_best_iou(ious: Tensor) -> Tensor | None:
     :func:`box_iou` records it while computing ``ious`` in cache-sized blocks, so the
     samplers (which need the best IoU of every anchor) do not read the whole matrix again.
     """
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or ious.is_inference():
+    if _tracing() or ious.is_inference():
         return None
     entry = _BEST_IOU.get(ious)
     if entry is None or entry[0] != ious._version:

@@ -182,11 +182,9 @@ def _hardest_first(log_p_bg: Tensor, eligible: Tensor) -> Tensor:
     B, N = log_p_bg.shape
     if log_p_bg.dtype == torch.float32:
         # One stable 1-D sort of an int64 key (row << 32 | rank) is several times faster on CPU
-        # than a stable row-wise float sort (integers are radix-sorted). A float <= 0 is its
-        # magnitude with the sign bit set, and the magnitude is the hardness; magnitudes order
-        # like their bit patterns, so rank = ~bits with the sign bit cleared = 2^31 - 1 - bits of
-        # the hardness (+0.0 and -0.0 both get 2^31 - 1). Ineligible anchors get 2^31, last.
-        rank = (~log_p_bg.view(torch.int32) & 0x7FFFFFFF).to(torch.int64)  # (B, N) in [0, 2^31)
+        # than a stable row-wise float sort (integers are radix-sorted). Ineligible anchors get
+        # rank 2^31, last.
+        rank = _hardness_rank(log_p_bg)  # (B, N) in [0, 2^31)
         rows = torch.arange(B, device=log_p_bg.device, dtype=torch.int64)[:, None] << 32  # (B, 1)
         key = torch.where(eligible, rank + rows, rows + 2**31)  # (B, N)
         return torch.sort(key.flatten(), stable=True).indices
@@ -194,6 +192,34 @@ def _hardest_first(log_p_bg: Tensor, eligible: Tensor) -> Tensor:
     order = torch.sort(masked, dim=1, stable=True).indices  # (B, N)
     rows = torch.arange(B, device=log_p_bg.device, dtype=torch.int64)[:, None] * N
     return (order + rows).flatten()
+
+
+def _hardness_rank(log_p_bg: Tensor) -> Tensor:
+    """float32 background log-probabilities ``<= 0`` -> int64 ranks in ``[0, 2^31)``, hardest
+    (lowest log-probability) first.
+
+    A float ``<= 0`` is its magnitude with the sign bit set, and the magnitude is the hardness;
+    magnitudes order like their bit patterns, so rank = ~bits with the sign bit cleared =
+    2^31 - 1 - bits of the hardness (+0.0 and -0.0 both get 2^31 - 1).
+    """
+    return (~log_p_bg.view(torch.int32) & 0x7FFFFFFF).to(torch.int64)
+
+
+def _hardest_k(log_p_bg: Tensor, eligible: Tensor, num_neg: Tensor) -> Tensor:
+    """The ``num_neg[b]`` hardest eligible anchors of every row (ties: lower anchor first),
+    as a bool mask (B, N): one top-k of unique int64 keys ``rank * N + anchor`` per row, k
+    the largest count (read back to the host; eager float32 only)."""
+    B, N = log_p_bg.shape
+    k = int(num_neg.max()) if B > 0 and N > 0 else 0
+    key = _hardness_rank(log_p_bg) * N + torch.arange(N, device=log_p_bg.device)  # unique per row
+    key = key.masked_fill(~eligible, 2**62)  # after every eligible key (< 2^31 * 2^32 = 2^63)
+    index = key.topk(k, 1, largest=False).indices  # (B, k), ascending keys
+    take = torch.arange(k, device=log_p_bg.device) < num_neg[:, None]  # (B, k)
+    return torch.zeros_like(eligible).scatter_(1, index, take)
+
+
+def _tracing() -> bool:
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 def ohem_sample(
@@ -262,6 +288,8 @@ def _ohem(
     num_neg = torch.minimum(wanted.to(torch.int64), num_eligible)  # (B,)
 
     log_p_bg = torch.log_softmax(logits.detach(), -1, dtype=_compute_dtype(logits))[..., 0]  # (B, N)
+    if log_p_bg.dtype == torch.float32 and not _tracing():
+        return _to_samples(positive, _hardest_k(log_p_bg, eligible, num_neg))
     order = _hardest_first(log_p_bg, eligible)  # (B * N,)
     take = torch.arange(N, device=matches.device) < num_neg[:, None]  # (B, N), in sorted order
     negative = torch.zeros_like(eligible).flatten().scatter_(0, order, take.flatten()).view(B, N)
