@@ -438,6 +438,9 @@ BAD_INPUTS: list[Bad] = [
         ValueError, "x", "(2, 3, 5, 5)"),
     Bad("ConvPredictor", "int-x", lambda: ConvPredictor(8)(torch.ones(2, 3, 5, 5, dtype=torch.int64)),
         TypeError, "x", "torch.int64"),
+    Bad("ConvPredictor", "x-float64-params-float32",
+        lambda: ConvPredictor(8)(torch.rand(1, 3, 5, 5, dtype=torch.float64)),
+        TypeError, "x", "torch.float64"),
     Bad("FCPredictor", "activation-unknown", lambda: FCPredictor(8, activation="gelu2"), ValueError,
         "activation", "'gelu2'"),
     Bad("FCPredictor", "num-output-float", lambda: FCPredictor(8.0), TypeError, "num_output", "8.0"),
@@ -447,6 +450,8 @@ BAD_INPUTS: list[Bad] = [
     Bad("FCPredictor", "x-features", lambda: FCPredictor(8, in_features=12)(torch.rand(2, 3, 5)), ValueError,
         "x", "15"),
     Bad("FCPredictor", "non-tensor", lambda: FCPredictor(8)([1.0, 2.0]), TypeError, "x", "got list"),
+    Bad("FCPredictor", "x-float64-params-float32",
+        lambda: FCPredictor(8)(torch.rand(2, 3, dtype=torch.float64)), TypeError, "x", "torch.float64"),
     # ------------------------------------------------------------------ feature
     Bad("FeatureExtractor", "network-unknown", lambda: FeatureExtractor("resnet9000", "layer1"), ValueError,
         "network", "'resnet9000'"),
@@ -1103,6 +1108,7 @@ ENTRY_POINTS: dict[str, tuple[int, Callable[..., object]]] = {
     "QuotaSamplerOp": (3, lambda m, i, k: QuotaSamplerOp(m, i, k, *OP_ARGS)),
     "ConvPredictor": (1, lambda x: ConvPredictor(2, in_channels=3)(x)),
     "FCPredictor": (1, lambda x: FCPredictor(2)(x)),
+    "match_boxes": (2, lambda a, b: match_boxes(a, b, [BipartiteMatcher(), MaximumMatcher(0.5)])),
 }
 
 

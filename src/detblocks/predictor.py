@@ -192,8 +192,19 @@ class ConvPredictor(nn.Module):
         expected = self.predictor.in_channels
         if expected and x.shape[1] != expected:  # 0 while the lazy layer waits for its first call
             raise ValueError(f"x must have C = {expected} (in_channels) channels, got shape {shape_str(x)}")
+        _check_param_dtype(x, self.predictor)
         y = self.predictor(x)
         return y if self.activation is None else self.activation(y)
+
+
+def _check_param_dtype(x: Tensor, layer: nn.Module) -> None:
+    """x must have the dtype of the layer's weight, unless autocast converts it."""
+    dtype = layer.weight.dtype
+    if x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f"x must have the dtype of the predictor's parameters ({dtype}), got {x.dtype}: "
+            f"convert the module (.to({x.dtype})) or the input (.to({dtype}))"
+        )
 
 
 class FCPredictor(nn.Module):
@@ -255,5 +266,6 @@ class FCPredictor(nn.Module):
                 f"x must flatten to {expected} (in_features) values per sample, got {x.shape[1]} "
                 f"(flattened shape {shape_str(x)})"
             )
+        _check_param_dtype(x, self.predictor)
         y = self.predictor(x)
         return y if self.activation is None else self.activation(y)
