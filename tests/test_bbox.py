@@ -368,7 +368,7 @@ def test_iou_eager_blocks_equal_single_block(kind, kwargs, dtype):
     if kind == "padded_tail":
         assert bool((fast[..., :17] > 0).any())
     # The row maxima recorded along the way are those of the result.
-    recorded = bbox.recorded_best_iou(fast)
+    recorded = bbox._recorded_best_iou(fast)
     assert recorded is not None and torch.equal(recorded, dense.amax(-1))
 
 
@@ -377,7 +377,7 @@ def test_recorded_best_iou_is_dropped_when_the_result_changes():
     a[..., 2:] += a[..., :2]
     b = a[:, :20].clone()
     iou = box_iou(a, b)
-    assert torch.equal(bbox.recorded_best_iou(iou), iou.amax(-1))
-    assert bbox.recorded_best_iou(iou.clone()) is None  # only the result itself
+    assert torch.equal(bbox._recorded_best_iou(iou), iou.amax(-1))
+    assert bbox._recorded_best_iou(iou.clone()) is None  # only the result itself
     iou[:, 0, 0] = 2.0  # in-place change: the record no longer holds
-    assert bbox.recorded_best_iou(iou) is None
+    assert bbox._recorded_best_iou(iou) is None

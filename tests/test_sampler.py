@@ -722,7 +722,7 @@ def test_quota_sampler_exports_with_dynamic_batch_and_anchors():
 def test_samplers_give_the_same_samples_with_the_iou_row_maxima_recorded_by_box_iou():
     """box_iou records the best IoU of each anchor for the samplers; a copy of the matrix
     (nothing recorded) must give the same samples."""
-    from detblocks.bbox import box_iou, recorded_best_iou
+    from detblocks.bbox import _recorded_best_iou, box_iou
 
     g = torch.Generator().manual_seed(5)
     a = torch.rand(2, 30000, 4, generator=g) * 100
@@ -730,7 +730,7 @@ def test_samplers_give_the_same_samples_with_the_iou_row_maxima_recorded_by_box_
     b = a[:, ::1500].clone()
     b[:, 15:] = -1
     ious = box_iou(a, b)
-    assert recorded_best_iou(ious) is not None
+    assert _recorded_best_iou(ious) is not None
     matches = torch.where(ious.amax(-1) > 0.6, ious.argmax(-1), NO_MATCH)
     logits = torch.randn(2, 30000, 4, generator=g)
     assert torch.equal(

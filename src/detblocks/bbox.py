@@ -258,8 +258,13 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
         ``a`` and ``b``; float16/bfloat16 are computed in float32.
 
     On CPU in eager mode (without autograd) the matrix is computed in cache-sized blocks of
-    rows written straight into the result; under ``torch.compile``, ``torch.export``,
-    autograd or on other devices it is one broadcast computation. Both give the same values.
+    rows written straight into the result; columns of references that cannot overlap
+    anything (padding rows, zero-area or non-finite boxes) are filled with their exact 0
+    instead of computed, a result of 8 MiB or more is backed by transparent huge pages where
+    the system allows it (see ``detblocks._alloc``), and each anchor's best IoU is recorded
+    for the samplers (valid while the result is not modified in place). Under
+    ``torch.compile``, ``torch.export``, autograd or on other devices it is one broadcast
+    computation. Both give the same values.
 
     Example:
         >>> import torch
@@ -385,7 +390,7 @@ def _remember_best(out: Tensor, best: Tensor) -> None:
         _BEST_IOU[out] = (out._version, best)
 
 
-def recorded_best_iou(ious: Tensor) -> Tensor | None:
+def _recorded_best_iou(ious: Tensor) -> Tensor | None:
     """``ious.amax(-1)`` when ``ious`` is a result of :func:`box_iou`'s eager CPU path that
     has not been modified since (``Tensor[B, N]``, its dtype), else ``None``.
 

@@ -46,7 +46,7 @@ from detblocks._checks import (
     check_rank,
     shape_str,
 )
-from detblocks.bbox import recorded_best_iou
+from detblocks.bbox import _recorded_best_iou
 from detblocks.conventions import Sample
 
 __all__ = [
@@ -86,7 +86,7 @@ def _best_overlap(ious: Tensor) -> Tensor:
 
     Returns Tensor[B, N] in float32 (float64 for float64 input).
     """
-    recorded = recorded_best_iou(ious) if ious.dim() == 3 else None
+    recorded = _recorded_best_iou(ious) if ious.dim() == 3 else None
     ious = ious.detach()
     if recorded is not None:  # box_iou computed the row maxima along with ious
         best = recorded
