@@ -521,3 +521,23 @@ def test_export_dynamic_matches_eager(name):
     for i, (b, n, m) in enumerate([(3, 53, 7), (1, 17, 3), (4, 90, 12)]):
         x = _case(i + 10, b, n, m)
         assert torch.equal(run(x), mod(x)), (name, b, n, m)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 0.9])
+def test_maximum_matcher_from_recorded_row_maxima_equals_scan(threshold):
+    """box_iou records each anchor's best IoU; MaximumMatcher then reads only the anchors that
+    pass. A copy of the matrix (nothing recorded) takes the scan: same matches, ties included."""
+    from detblocks.bbox import _recorded_best_iou, box_iou
+
+    g = torch.Generator().manual_seed(11)
+    a = (torch.rand(3, 20000, 4, generator=g) * 20).round()  # coarse grid: many equal IoUs
+    a[..., 2:] += a[..., :2] + 1
+    b = torch.cat([a[:, :10], (torch.rand(3, 20, 4, generator=g) * 20).round()], 1)
+    b[..., 2:] = torch.maximum(b[..., 2:], b[..., :2] + 1)
+    b[:, 25:] = -1  # padding
+    ious = box_iou(a, b)
+    assert _recorded_best_iou(ious) is not None
+    for m in (MaximumMatcher(threshold), CompositeMatcher([BipartiteMatcher(), MaximumMatcher(threshold)])):
+        fast, scan = m(ious), m(ious.clone())
+        assert torch.equal(fast, scan)
+    assert int((MaximumMatcher(threshold)(ious) >= 0).sum()) > 0

@@ -107,7 +107,7 @@ from detblocks._checks import (
     parse_fmt,
     shape_str,
 )
-from detblocks.bbox import box_iou
+from detblocks.bbox import _recorded_best_iou, box_iou
 from detblocks.conventions import NO_MATCH
 
 __all__ = [
@@ -335,6 +335,19 @@ def _maximum(scan: _Scan, threshold: float, out: Tensor) -> Tensor:
     return _fill(out, index, torch.where(best >= thr, arg, NO_MATCH))
 
 
+def _maximum_recorded(x: Tensor, threshold: float, out: Tensor) -> Tensor | None:
+    """:func:`_maximum` from the row maxima :func:`~detblocks.bbox.box_iou` recorded for ``x``
+    (None when it has none): only the anchors that pass are read, and no scan of ``x`` is needed."""
+    best = _recorded_best_iou(x)
+    if best is None:
+        return None
+    thr = torch.full((), threshold, dtype=x.dtype, device=x.device)
+    index = (best >= thr).view(-1).nonzero().squeeze(1)  # flat b * N + n of the anchors that pass
+    rows = x.detach().view(-1, 1, x.shape[2]).index_select(0, index)  # (R, 1, M)
+    _, arg = _best(rows, 1)
+    return _fill(out, index, arg)
+
+
 def _no_match(x: Tensor) -> Tensor:
     return torch.full(x.shape[:2], NO_MATCH, dtype=torch.int64, device=x.device)
 
@@ -363,7 +376,8 @@ def maximum_match(x: Tensor, threshold: float) -> Tensor:
     out = _no_match(x)
     if 0 in x.shape:  # no image, anchor or reference: nothing to match
         return out
-    return _maximum(_scan(x, 1), threshold, out)
+    recorded = _maximum_recorded(x, threshold, out)
+    return recorded if recorded is not None else _maximum(_scan(x, 1), threshold, out)
 
 
 # --------------------------------------------------------------------------- bipartite
@@ -654,7 +668,8 @@ class MaximumMatcher(nn.Module):
         return maximum_match(x, self.threshold)
 
     def _match_into(self, cache: _ScanCache, out: Tensor) -> Tensor:
-        return _maximum(cache.get(1), self.threshold, out)
+        recorded = _maximum_recorded(cache.input, self.threshold, out)
+        return recorded if recorded is not None else _maximum(cache.get(1), self.threshold, out)
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold}"
