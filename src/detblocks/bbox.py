@@ -262,7 +262,9 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
     anything (padding rows, zero-area or non-finite boxes) are filled with their exact 0
     instead of computed, a result of 8 MiB or more is backed by transparent huge pages where
     the system allows it (see ``detblocks._alloc``), and each anchor's best IoU is recorded
-    for the samplers (valid while the result is not modified in place). Under
+    for the samplers and ``MaximumMatcher`` (valid while the result is not modified in place;
+    writes that bypass PyTorch's version counter, through ``.data`` or a NumPy view, are not
+    seen: pass a copy after those). Under
     ``torch.compile``, ``torch.export``, autograd or on other devices it is one broadcast
     computation. Both give the same values.
 
