@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from detblocks._alloc import empty_cache
 from detblocks._checks import set_value_checks
 from detblocks.conventions import NO_MATCH, Sample
 
@@ -21,7 +22,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = ("bbox", "coder", "matcher", "sampler", "predictor", "feature", "conventions")
 
-__all__ = ["__version__", "NO_MATCH", "Sample", "set_value_checks", *_SUBMODULES]
+__all__ = ["__version__", "NO_MATCH", "Sample", "empty_cache", "set_value_checks", *_SUBMODULES]
 
 if TYPE_CHECKING:  # pragma: no cover
     from detblocks import bbox, coder, feature, matcher, predictor, sampler  # noqa: F401

@@ -1,27 +1,42 @@
-"""Large output buffers that fill quickly on first write.
+"""Large CPU output buffers that are cheap to fill.
 
-A tensor of tens of megabytes comes from a fresh ``mmap`` on every call
-(glibc never caches blocks above 32 MiB), so the first write into it takes one
-page fault per 4 KiB page: about 0.23 ms per MiB on a 2-core x86 machine, often
-more than the arithmetic that fills it. :func:`empty_large` asks the kernel for
-transparent huge pages on such a buffer (``madvise(MADV_HUGEPAGE)``, what
-PyTorch's own ``THP_MEM_ALLOC_ENABLE=1`` does for every allocation), which cuts
-that cost about fourfold. It is advice only: where transparent huge pages are
-off, on other systems, on accelerators and while tracing it is a plain
-:func:`torch.empty`. The values and the memory used are the same either way.
+A tensor of tens of megabytes comes from a fresh ``mmap`` on every call (glibc
+never caches blocks above 32 MiB), so the first write into it takes a page fault
+per page: about 0.23 ms per MiB with 4 KiB pages on a 2-core x86 machine, often
+more than the arithmetic that fills it, and several times that on virtual
+machines whose host takes freed memory back. :func:`empty_large` therefore
+
+* reuses the memory of earlier outputs that nothing references any more (a small
+  cache, like PyTorch's CUDA caching allocator but only for these outputs): at
+  most :data:`CACHE_BYTES` of idle buffers are kept, and :func:`empty_cache`
+  releases them;
+* asks the kernel for transparent huge pages on new buffers
+  (``madvise(MADV_HUGEPAGE)``, what PyTorch's own ``THP_MEM_ALLOC_ENABLE=1`` does
+  for every allocation).
+
+Only eager calls on CPU take this path; on accelerators and while tracing it is a
+plain :func:`torch.empty`. A tensor from the cache is an ordinary CPU tensor
+except that its storage cannot be resized (``resize_`` to a larger size raises).
 """
 
 from __future__ import annotations
 
 import ctypes
+import mmap
 import sys
+import threading
 
 import torch
 from torch import Tensor
 
-# Buffers from this size on get the advice: at least a few whole 2 MiB pages, and
-# far above what glibc's heap serves, so the advised range is the buffer's own mapping.
+__all__ = ["empty_cache"]
+
+# Buffers from this size on take this path: at least a few whole 2 MiB pages.
 _MIN_BYTES = 8 << 20
+# Buffers up to this size are kept for reuse once idle (larger ones are unmapped when freed).
+_MAX_CACHED_BYTES = 1 << 30
+#: Idle buffers kept for reuse, in bytes at most; the oldest go first beyond it.
+CACHE_BYTES = 1 << 30
 _PAGE = 4096
 _MADV_HUGEPAGE = 14
 
@@ -41,27 +56,103 @@ def _load_madvise():
 
 _madvise = _load_madvise()
 
+# Every buffer handed out and not yet released, oldest first. A tensor made from a buffer
+# holds a reference to it (torch.frombuffer), so a buffer is idle exactly when its
+# reference count is that of a buffer held by this list alone.
+_buffers: list[mmap.mmap] = []
+_lock = threading.Lock()
+
+
+def _references(buf: mmap.mmap) -> int:
+    return sys.getrefcount(buf)
+
+
+def _idle_flags(buffers: list[mmap.mmap]) -> list[bool]:
+    """Which buffers nothing but ``buffers`` references (always called on a list that holds
+    each buffer once, so the count to compare with is the same every time)."""
+    return [_references(buf) == _IDLE for buf in buffers]
+
+
+_IDLE = [_references(buf) for buf in [mmap.mmap(-1, _PAGE)]][0]
+
+
+def _take(nbytes: int) -> mmap.mmap:
+    """An idle cached buffer of ``nbytes`` to ``2 * nbytes`` bytes, or a new one."""
+    with _lock:
+        idle = _idle_flags(_buffers)
+        found = next(
+            (i for i, buf in enumerate(_buffers) if idle[i] and nbytes <= len(buf) <= 2 * nbytes), None
+        )
+        reuse = None if found is None else _buffers.pop(found)
+        if found is not None:
+            del idle[found]
+        # Keep at most CACHE_BYTES of idle buffers, dropping the oldest.
+        excess = sum(len(buf) for i, buf in enumerate(_buffers) if idle[i]) - CACHE_BYTES
+        keep = []
+        for i, buf in enumerate(_buffers):
+            if excess > 0 and idle[i]:
+                excess -= len(buf)
+                buf.close()
+            else:
+                keep.append(buf)
+        _buffers[:] = keep
+        del keep
+        if reuse is not None:
+            _buffers.append(reuse)  # most recently used last
+            return reuse
+    buf = mmap.mmap(-1, nbytes)
+    if _madvise is not None:
+        address = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+        _madvise(address, nbytes & ~(_PAGE - 1), _MADV_HUGEPAGE)  # advice: a failure changes nothing
+    if nbytes <= _MAX_CACHED_BYTES:
+        with _lock:
+            _buffers.append(buf)
+    return buf
+
+
+def empty_cache() -> int:
+    """Release the idle buffers kept for reuse by large CPU outputs; returns the bytes released.
+
+    Example:
+        >>> import detblocks
+        >>> detblocks.empty_cache() >= 0
+        True
+    """
+    released = 0
+    with _lock:
+        idle = _idle_flags(_buffers)
+        keep = []
+        for i, buf in enumerate(_buffers):
+            if idle[i]:
+                released += len(buf)
+                buf.close()
+            else:
+                keep.append(buf)
+        _buffers[:] = keep
+    return released
+
 
 def empty_large(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> Tensor:
-    """``torch.empty(shape, dtype=dtype, device=device)``, backed by huge pages when it is large.
+    """``torch.empty(shape, dtype=dtype, device=device)``, from reused or huge-page memory
+    when it is a large CPU tensor made in eager mode.
 
     The caller must write every element (it is uninitialised, like any ``empty``).
     """
-    out = torch.empty(shape, dtype=dtype, device=device)
+    device = torch.device(device)
+    numel = 1
+    for size in shape:
+        numel *= size
+    nbytes = numel * dtype.itemsize
     if (
-        _madvise is None
-        or out.device.type != "cpu"
-        or out.nbytes < _MIN_BYTES
+        device.type != "cpu"
+        or nbytes < _MIN_BYTES
         or torch.compiler.is_compiling()
         or torch.compiler.is_exporting()
     ):
-        return out
-    ptr = out.data_ptr()
-    start = (ptr + _PAGE - 1) & ~(_PAGE - 1)
-    end = (ptr + out.nbytes) & ~(_PAGE - 1)
-    if end > start:
-        _madvise(start, end - start, _MADV_HUGEPAGE)  # advice: a failure changes nothing
-    return out
+        return torch.empty(shape, dtype=dtype, device=device)
+    buf = _take(nbytes)
+    # A uint8 view first: frombuffer needs the byte count to be a multiple of the dtype size.
+    return torch.frombuffer(buf, dtype=torch.uint8, count=nbytes).view(dtype).view(shape)
 
 
 def where_large(condition: Tensor, input: Tensor, other: Tensor) -> Tensor:
@@ -71,8 +162,7 @@ def where_large(condition: Tensor, input: Tensor, other: Tensor) -> Tensor:
     this is plain :func:`torch.where`. ``other`` may be a 0-d tensor.
     """
     if (
-        _madvise is None
-        or condition.device.type != "cpu"
+        condition.device.type != "cpu"
         or torch.compiler.is_compiling()
         or torch.compiler.is_exporting()
         or (torch.is_grad_enabled() and (input.requires_grad or other.requires_grad))

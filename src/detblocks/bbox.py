@@ -258,13 +258,13 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
         ``a`` and ``b``; float16/bfloat16 are computed in float32.
 
     On CPU in eager mode (without autograd) the matrix is computed in cache-sized blocks of
-    rows written straight into the result; columns of references that cannot overlap
+    rows written straight into the result. Columns of references that cannot overlap
     anything (padding rows, zero-area or non-finite boxes) are filled with their exact 0
-    instead of computed, a result of 8 MiB or more is backed by transparent huge pages where
-    the system allows it (see ``detblocks._alloc``), and each anchor's best IoU is recorded
-    for the samplers and ``MaximumMatcher`` (valid while the result is not modified in place;
-    writes that bypass PyTorch's version counter, through ``.data`` or a NumPy view, are not
-    seen: pass a copy after those). Under
+    instead of computed. A result of 8 MiB or more reuses the memory of an earlier result
+    that nothing references any more (see :func:`detblocks.empty_cache`). Each anchor's best
+    IoU is recorded for the samplers and ``MaximumMatcher``; the record is valid while the
+    result is not modified in place (writes that bypass PyTorch's version counter, through
+    ``.data`` or a NumPy view, are not seen: pass a copy after those). Under
     ``torch.compile``, ``torch.export``, autograd or on other devices it is one broadcast
     computation. Both give the same values.
 
