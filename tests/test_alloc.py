@@ -81,3 +81,29 @@ def test_small_accelerator_and_traced_requests_take_torch_empty():
     assert big.dtype == torch.float64 and big.shape == SHAPE and big.is_contiguous()
     meta = _alloc.empty_large(SHAPE, torch.float32, "meta")
     assert meta.device.type == "meta"
+
+
+def _child_fills(value: float) -> None:
+    torch.set_num_threads(1)  # as DataLoader workers do: the parent's thread pool is not forked
+    _alloc.empty_large(SHAPE, torch.float32, "cpu").fill_(value)
+
+
+def test_forked_child_never_writes_into_the_parents_buffers():
+    """A forked worker (DataLoader) that reuses an inherited idle buffer writes a private copy."""
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        return
+    detblocks.empty_cache()
+    x = _alloc.empty_large(SHAPE, torch.float32, "cpu").fill_(1.0)
+    address = x.data_ptr()
+    del x  # idle, inherited by the child
+    child = mp.get_context("fork").Process(target=_child_fills, args=(7.0,))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
+    y = _alloc.empty_large(SHAPE, torch.float32, "cpu")
+    assert y.data_ptr() == address  # the same buffer, reused here too
+    assert bool((y == 1.0).all())  # untouched by the child

@@ -76,6 +76,14 @@ def _idle_flags(buffers: list[mmap.mmap]) -> list[bool]:
 _IDLE = [_references(buf) for buf in [mmap.mmap(-1, _PAGE)]][0]
 
 
+def _anonymous(nbytes: int) -> mmap.mmap:
+    """Zero-filled private memory: copy-on-write in a forked child (a DataLoader worker never
+    shares a buffer with its parent)."""
+    if hasattr(mmap, "MAP_PRIVATE"):
+        return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return mmap.mmap(-1, nbytes)  # pragma: no cover - Windows: no fork
+
+
 def _take(nbytes: int) -> mmap.mmap:
     """An idle cached buffer of ``nbytes`` to ``2 * nbytes`` bytes, or a new one."""
     with _lock:
@@ -100,7 +108,7 @@ def _take(nbytes: int) -> mmap.mmap:
         if reuse is not None:
             _buffers.append(reuse)  # most recently used last
             return reuse
-    buf = mmap.mmap(-1, nbytes)
+    buf = _anonymous(nbytes)
     if _madvise is not None:
         address = ctypes.addressof(ctypes.c_char.from_buffer(buf))
         _madvise(address, nbytes & ~(_PAGE - 1), _MADV_HUGEPAGE)  # advice: a failure changes nothing
