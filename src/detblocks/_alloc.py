@@ -22,12 +22,15 @@ except that its storage cannot be resized (``resize_`` to a larger size raises).
 from __future__ import annotations
 
 import ctypes
+import math
 import mmap
 import sys
 import threading
 
 import torch
 from torch import Tensor
+
+from detblocks._checks import tracing
 
 __all__ = ["empty_cache"]
 
@@ -94,17 +97,7 @@ def _take(nbytes: int) -> mmap.mmap:
         reuse = None if found is None else _buffers.pop(found)
         if found is not None:
             del idle[found]
-        # Keep at most CACHE_BYTES of idle buffers, dropping the oldest.
-        excess = sum(len(buf) for i, buf in enumerate(_buffers) if idle[i]) - CACHE_BYTES
-        keep = []
-        for i, buf in enumerate(_buffers):
-            if excess > 0 and idle[i]:
-                excess -= len(buf)
-                buf.close()
-            else:
-                keep.append(buf)
-        _buffers[:] = keep
-        del keep
+        _release_idle(idle, CACHE_BYTES)
         if reuse is not None:
             _buffers.append(reuse)  # most recently used last
             return reuse
@@ -118,6 +111,22 @@ def _take(nbytes: int) -> mmap.mmap:
     return buf
 
 
+def _release_idle(idle: list[bool], keep_bytes: int) -> int:
+    """Close the oldest idle buffers (``idle`` flags ``_buffers``) until at most ``keep_bytes``
+    of idle ones remain; returns the bytes released. Call with ``_lock`` held."""
+    excess = sum(len(buf) for i, buf in enumerate(_buffers) if idle[i]) - keep_bytes
+    released = 0
+    keep = []
+    for i, buf in enumerate(_buffers):
+        if released < excess and idle[i]:
+            released += len(buf)
+            buf.close()
+        else:
+            keep.append(buf)
+    _buffers[:] = keep
+    return released
+
+
 def empty_cache() -> int:
     """Release the idle buffers kept for reuse by large CPU outputs; returns the bytes released.
 
@@ -126,18 +135,8 @@ def empty_cache() -> int:
         >>> detblocks.empty_cache() >= 0
         True
     """
-    released = 0
     with _lock:
-        idle = _idle_flags(_buffers)
-        keep = []
-        for i, buf in enumerate(_buffers):
-            if idle[i]:
-                released += len(buf)
-                buf.close()
-            else:
-                keep.append(buf)
-        _buffers[:] = keep
-    return released
+        return _release_idle(_idle_flags(_buffers), 0)
 
 
 def empty_large(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str) -> Tensor:
@@ -147,16 +146,8 @@ def empty_large(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
     The caller must write every element (it is uninitialised, like any ``empty``).
     """
     device = torch.device(device)
-    numel = 1
-    for size in shape:
-        numel *= size
-    nbytes = numel * dtype.itemsize
-    if (
-        device.type != "cpu"
-        or nbytes < _MIN_BYTES
-        or torch.compiler.is_compiling()
-        or torch.compiler.is_exporting()
-    ):
+    nbytes = math.prod(shape) * dtype.itemsize
+    if device.type != "cpu" or nbytes < _MIN_BYTES or tracing():
         return torch.empty(shape, dtype=dtype, device=device)
     buf = _take(nbytes)
     # A uint8 view first: frombuffer needs the byte count to be a multiple of the dtype size.
@@ -171,8 +162,7 @@ def where_large(condition: Tensor, input: Tensor, other: Tensor) -> Tensor:
     """
     if (
         condition.device.type != "cpu"
-        or torch.compiler.is_compiling()
-        or torch.compiler.is_exporting()
+        or tracing()
         or (torch.is_grad_enabled() and (input.requires_grad or other.requires_grad))
     ):
         return torch.where(condition, input, other)

@@ -40,9 +40,15 @@ def set_value_checks(enabled: bool | None) -> None:
     _VALUE_CHECKS = enabled
 
 
+def tracing() -> bool:
+    """Whether ``torch.compile`` or ``torch.export`` is tracing the current call (eager-only
+    shortcuts, host reads and value checks are skipped then)."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
 def value_checks_enabled(x: Tensor) -> bool:
     """Whether value checks should run for tensor ``x`` now."""
-    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+    if tracing():
         return False
     if _VALUE_CHECKS is None:
         return x.device.type == "cpu"
@@ -100,6 +106,15 @@ def check_batch(*named: tuple[str, Tensor]) -> None:
     for n, t in rest:
         if t.shape[0] != t0.shape[0]:
             raise ValueError(f"batch size of {n} {shape_str(t)} does not match {n0} {shape_str(t0)}")
+
+
+def check_pair_batch(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
+    """``a`` and ``b`` must share their batch size, or either may have batch size 1 (broadcast)."""
+    if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):
+        raise ValueError(
+            f"batch size of {name_b} {shape_str(b)} does not match {name_a} {shape_str(a)} "
+            "(equal sizes, or 1 to broadcast)"
+        )
 
 
 def check_dim(name: str, x: Tensor, axis: int, size: int, what: str, ref: str) -> None:

@@ -42,7 +42,8 @@ _IOU_BLOCK_ELEMENTS = 1 << 19
 
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 
-# Integer dtype of each float dtype's width (maxima of IoU >= 0 computed on the bits).
+# Integer dtype of each float dtype's width (for bit-pattern tricks: maxima of IoU >= 0,
+# hardness ranks in the samplers).
 _SAME_WIDTH_INT = {
     torch.float16: torch.int16,
     torch.bfloat16: torch.int16,
@@ -200,7 +201,7 @@ def _iou_block(
 def _iou_block_rows(a: Tensor, b: Tensor) -> int | None:
     """Rows of ``a`` per block of the eager CPU fast path, or None for a single block: under
     compile/export, on accelerators, when autograd records, or when one block covers everything."""
-    if _tracing() or a.device.type != "cpu":
+    if _checks.tracing() or a.device.type != "cpu":
         return None
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
         return None
@@ -218,21 +219,9 @@ def _planes_and_areas(t: Tensor, offset: float) -> tuple[Tensor, Tensor]:
     """
     area = (t[:, 2] - t[:, 0] + offset) * (t[:, 3] - t[:, 1] + offset)
     finite = torch.isfinite(area)
-    if t.device.type == "cpu" and not _tracing() and bool(finite.all()):  # the usual case: no copy
+    if t.device.type == "cpu" and not _checks.tracing() and bool(finite.all()):  # the usual case: no copy
         return t, area.clamp(min=0)
     return torch.where(finite[:, None], t, 0.0), torch.where(finite, area.clamp(min=0), math.inf)
-
-
-def _tracing() -> bool:
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
-
-
-def _check_pair_batch(a: Tensor, b: Tensor) -> None:
-    if a.shape[0] != b.shape[0] and a.shape[0] != 1 and b.shape[0] != 1:
-        raise ValueError(
-            f"batch size of b {_checks.shape_str(b)} does not match a {_checks.shape_str(a)} "
-            "(equal sizes, or 1 to broadcast)"
-        )
 
 
 def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: float = 1e-15) -> Tensor:
@@ -288,7 +277,7 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
     single = a.dim() == 2
     if single:
         a, b = a.unsqueeze(0), b.unsqueeze(0)
-    _check_pair_batch(a, b)
+    _checks.check_pair_batch("a", a, "b", b)
     if _checks.parse_fmt(fmt) == "center":
         a, b = center_to_corner(a), center_to_corner(b)
     out_dtype = torch.promote_types(a.dtype, b.dtype)
@@ -329,9 +318,16 @@ def _live_columns(b_t: Tensor, offset: float) -> Tensor | None:
     padded = min(m, -(-count // lanes) * lanes)
     if padded > 0.75 * m:
         return None
-    # Sorting the keys puts the live columns first, then the others; the chosen ones ascending.
-    key = (~live).to(torch.int64) * m + torch.arange(m, device=live.device)
-    return (key.sort().values[:padded] % m).sort().values
+    return _true_first(live)[:padded].sort().values
+
+
+def _true_first(mask: Tensor) -> Tensor:
+    """Indices along the last axis of bool ``mask``: where it holds first, then the others,
+    each part ascending. (Unique keys and a plain sort: it also exports to ONNX, which has no
+    stable sort.)"""
+    m = mask.shape[-1]
+    key = (~mask).to(torch.int64) * m + torch.arange(m, device=mask.device)
+    return key.sort(dim=-1).indices
 
 
 def _vector_lanes(dtype: torch.dtype) -> int:
@@ -401,7 +397,7 @@ def _recorded_best_iou(ious: Tensor) -> Tensor | None:
     :func:`box_iou` records it while computing ``ious`` in cache-sized blocks, so the
     samplers (which need the best IoU of every anchor) do not read the whole matrix again.
     """
-    if _tracing() or ious.is_inference():
+    if _checks.tracing() or ious.is_inference():
         return None
     entry = _BEST_IOU.get(ious)
     if entry is None or entry[0] != ious._version:

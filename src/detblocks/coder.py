@@ -118,10 +118,15 @@ def _pick(refs: Tensor, matches: Tensor, fill: float) -> Tensor:
     keeps the gather valid when there are no references at all (M = 0), and indices beyond
     M pick it too. Callers mask what non-positive anchors pick.
     """
-    batch, _, k = refs.shape
-    padded = torch.cat([refs, refs.new_full((batch, 1, k), fill)], dim=1)  # (B, M + 1, K)
+    k = refs.shape[2]
     index = matches.clamp(0, refs.shape[1])[:, :, None].expand(-1, -1, k)  # (B, N, K), in range
-    return torch.gather(padded, 1, index)
+    return torch.gather(_with_fill_row(refs, fill), 1, index)
+
+
+def _with_fill_row(refs: Tensor, fill: float) -> Tensor:
+    """``refs (B, M, K)`` with a row of ``fill`` appended: ``(B, M + 1, K)``, where match
+    indices clamped to ``[0, M]`` are always valid."""
+    return torch.cat([refs, refs.new_full((refs.shape[0], 1, refs.shape[2]), fill)], dim=1)
 
 
 def _center_codes(anchors: Tensor, refs: Tensor, std: Tensor, mean: Tensor) -> Tensor:
@@ -138,7 +143,7 @@ def _positives_only(positive: Tensor, anchors: Tensor, refs: Tensor) -> bool:
     """Whether to encode the positive anchors alone and scatter them (eager CPU, no autograd):
     a few hundred positives among 10^5 anchors make that much cheaper than encoding every
     anchor. Accelerators and tracing keep the dense path (no host read of the count)."""
-    if positive.device.type != "cpu" or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+    if positive.device.type != "cpu" or _checks.tracing():
         return False
     return not (torch.is_grad_enabled() and (anchors.requires_grad or refs.requires_grad))
 
@@ -157,8 +162,7 @@ def _encode_positives(
     image, anchor = positive.nonzero(as_tuple=True)  # (K,) each
     m = matches[image, anchor]
     a = anchors[image if anchors.shape[0] > 1 else torch.zeros_like(image), anchor]  # (K, 4)
-    padded = torch.cat([refs, refs.new_ones((refs.shape[0], 1, 4))], dim=1)  # as in _pick
-    g = padded[image, m.clamp(0, refs.shape[1])]  # (K, 4)
+    g = _with_fill_row(refs, 1.0)[image, m.clamp(0, refs.shape[1])]  # (K, 4), as _pick picks
     codes = _center_codes(a.to(work), g.to(work), std, mean)  # (K, 4)
     keep = (_valid(m, refs.shape[1]) & torch.isfinite(codes).all(-1))[:, None]  # (K, 1)
     batch, n = positive.shape
@@ -519,7 +523,7 @@ def decode_per_class(x: Tensor, thresh: float = 0.01, axis: int = -1) -> tuple[T
     scores = x[..., 1:]  # (B, N, C - 1)
     keep = _above(scores, thresh)
     classes = torch.arange(scores.shape[-1], device=x.device)  # (C - 1,)
-    # Large outputs (hundreds of MB for SSD-sized batches) go to huge-page-backed buffers.
+    # Large outputs (hundreds of MB for SSD-sized batches) reuse cached buffers (see _alloc).
     cls_id = _alloc.where_large(keep, classes, classes.new_full((), NO_MATCH))
     return cls_id, _alloc.where_large(keep, scores, scores.new_zeros(()))
 

@@ -103,11 +103,12 @@ from detblocks._checks import (
     check_boxes,
     check_float,
     check_number,
+    check_pair_batch,
     check_rank,
     parse_fmt,
-    shape_str,
+    tracing,
 )
-from detblocks.bbox import _recorded_best_iou, box_iou
+from detblocks.bbox import _recorded_best_iou, _true_first, box_iou
 from detblocks.conventions import NO_MATCH
 
 __all__ = [
@@ -138,10 +139,6 @@ _FIRST_ANCHORS = 4
 # When the scores worth reading again exceed this fraction of x, read all of x
 # in place instead of gathering them (a gather costs more per score).
 _DENSE_FRACTION = 0.25
-
-
-def _tracing() -> bool:
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 def _check_x(x: object) -> Tensor:
@@ -190,7 +187,7 @@ def _group_best(x: Tensor, sign: int, fold: int) -> tuple[Tensor, int]:
 def _scan(x: Tensor, sign: int) -> _Scan:
     x = x.detach().contiguous()  # matching is not differentiable; gathers index x's memory
     worst = -sign * float("inf")
-    if _tracing():
+    if tracing():
         # Shapes must not depend on N % FOLD: every anchor is its own group.
         x = torch.where(torch.isnan(x), worst, x)
         y = x if sign > 0 else x.neg()
@@ -234,13 +231,10 @@ def _columns(scan: _Scan, ok: Tensor) -> _Columns:
     b, g, m = scan.gmax.shape
     if "columns" in scan.memo:
         before, cs = scan.memo["columns"]
-        if _tracing() or not bool((ok & ~before).any()):
+        if tracing() or not bool((ok & ~before).any()):
             return _Columns(cs.cols, ok.gather(1, cs.cols), cs.gsc)
-    q = m if _tracing() else int(ok.sum(1).max())
-    # Unique keys, passing references first and each part ascending: a plain sort gives that
-    # order (and exports to ONNX, which has no stable sort).
-    key = (~ok).to(torch.int64) * m + torch.arange(m, device=ok.device)  # (B, M)
-    cols = key.sort(dim=1).indices[:, :q]  # (B, Q)
+    q = m if tracing() else int(ok.sum(1).max())
+    cols = _true_first(ok)[:, :q]  # (B, Q) passing references first, each part ascending
     gsc = scan.gmax.gather(2, cols[:, None, :].expand(b, g, q)).transpose(1, 2).contiguous()
     cs = _Columns(cols, ok.gather(1, cols), gsc)  # gsc (B, Q, G)
     scan.memo["columns"] = (ok, cs)
@@ -266,7 +260,7 @@ def _reaching(scan: _Scan, cs: _Columns, level: Tensor, eps: float) -> Tensor | 
     """
     x = scan.x
     b, n, m = x.shape
-    if _tracing():
+    if tracing():
         return None
     gsc = cs.gsc if eps == 0 else cs.gsc + eps
     pairs = (gsc >= level[..., None]).nonzero()  # (P, 3): image, reference, group
@@ -397,7 +391,7 @@ def _first_k(v: Tensor, k: int, floor: Tensor) -> Tensor:
     order; ties go to the lower index, except among entries not above ``floor``
     (they never match, so any of them will do). ``v`` must hold no NaN and
     ``1 <= k <= v.shape[-1]``."""
-    if _tracing():
+    if tracing():
         return _first_k_exact(v, k)
     size = v.shape[-1]
     vals, index = v.topk(min(k + 1, size), -1)  # sorted, ties in any order
@@ -500,7 +494,7 @@ def _rounds(rows: Tensor, score: Tensor) -> Tensor:
     anchor = torch.full((b, q), -1, dtype=torch.int64, device=dev)
     # Every round that finds a takeable pair takes at least the best one, so at
     # most Q rounds take pairs, and the next one ends the loop.
-    if _tracing():
+    if tracing():
 
         def cond(go: Tensor, taken: Tensor, anchor: Tensor) -> Tensor:
             return go.clone()
@@ -530,7 +524,7 @@ def _greedy(scan: _Scan, cs: _Columns, thr: Tensor, out: Tensor) -> Tensor:
     if q == 0:
         return out
     bound = torch.sym_min(q, n)  # a reference's match is among its first `bound` anchors
-    if _tracing():
+    if tracing():
         row = _rounds(*_candidates(scan, cs, thr, bound))  # (B, Q)
         # Written through a dense (B, N + 1) buffer: no data-dependent shapes.
         buf = torch.full((out.shape[0], n + 1), NO_MATCH, dtype=torch.int64, device=out.device)
@@ -921,10 +915,7 @@ def _summarize(sweep: _Sweep, b: int, n: int, m: int, signs: set, lists: dict) -
         stop = start + iou.shape[1]
         for s in signs:
             y = _scores(iou, s)
-            # argmax/argmin of the IoU itself, exactly as the dense path's ``_best``
-            a = iou.argmax(-1, keepdim=True) if s > 0 else iou.argmin(-1, keepdim=True)
-            arg[s][:, start:stop] = a.squeeze(-1)
-            best[s][:, start:stop] = y.gather(-1, a).squeeze(-1)
+            best[s][:, start:stop], arg[s][:, start:stop] = _best(iou, s)  # as the dense path
             col_best = y.amax(1)  # (B, M)
             torch.maximum(colmax[s], col_best, out=colmax[s])
             if s in lists:
@@ -995,8 +986,7 @@ def _near(sweep: _Sweep, lists: _Lists, cmax: Tensor, eps: float, sign: int) -> 
     f = int(full.sum(1).max())
     if f == 0:
         return near
-    key = (~full).to(torch.int64) * m + torch.arange(m, device=cmax.device)
-    cols = key.sort(dim=1).indices[:, :f]  # (B, F) those references first
+    cols = _true_first(full)[:, :f]  # (B, F) those references first
     level = torch.where(full.gather(1, cols), cmax.gather(1, cols), float("nan"))  # (B, F)
     refs = sweep.refs.expand(b, m, 4).gather(1, cols[..., None].expand(b, f, 4))
     for start, iou in sweep._replace(refs=refs).chunks():  # the IoU of those references only
@@ -1085,11 +1075,7 @@ def match_boxes(
     """
     anchors = check_boxes("anchors", anchors, 3, "(B, N, 4)")
     refs = check_boxes("refs", refs, 3, "(B, M, 4)")
-    if anchors.shape[0] != refs.shape[0] and 1 not in (anchors.shape[0], refs.shape[0]):
-        raise ValueError(
-            f"batch size of refs {shape_str(refs)} does not match anchors {shape_str(anchors)} "
-            "(equal, or 1 on one side)"
-        )
+    check_pair_batch("anchors", anchors, "refs", refs)
     flat = _check_box_matchers(matchers)
     if chunk_size is not None:
         check_number("chunk_size", chunk_size, low=1, integer=True)
@@ -1100,9 +1086,11 @@ def match_boxes(
     b = max(anchors.shape[0], refs.shape[0])
     n, m = anchors.shape[1], refs.shape[1]
     size = b * n * m
-    if _tracing() or size == 0 or (chunk_size is None and size <= DENSE_LIMIT):
+    if tracing() or size == 0 or (chunk_size is None and size <= DENSE_LIMIT):
         iou = box_iou(anchors, refs, fmt, offset, eps)  # (B, N, M)
-        best = iou.amax(-1) if m else iou.new_zeros((b, n))
+        best = _recorded_best_iou(iou)  # box_iou's own row maxima, when it kept them
+        if best is None:
+            best = iou.amax(-1) if m else iou.new_zeros((b, n))
         return composite_match(iou, matchers), best
     rows = chunk_size if chunk_size is not None else max(1, CHUNK_ELEMENTS // (b * m))
     return _match_chunked(_Sweep(anchors, refs, rows, fmt, offset, eps), flat, b, n, m)

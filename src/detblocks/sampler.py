@@ -45,8 +45,9 @@ from detblocks._checks import (
     check_number,
     check_rank,
     shape_str,
+    tracing,
 )
-from detblocks.bbox import _recorded_best_iou
+from detblocks.bbox import _SAME_WIDTH_INT, _recorded_best_iou
 from detblocks.conventions import Sample
 
 __all__ = [
@@ -59,14 +60,6 @@ __all__ = [
     "ohem_sample",
     "quota_sample",
 ]
-
-# Integer dtype of the same width as each float dtype (for bit-pattern tricks).
-_SAME_WIDTH_INT = {
-    torch.float16: torch.int16,
-    torch.bfloat16: torch.int16,
-    torch.float32: torch.int32,
-    torch.float64: torch.int64,
-}
 
 
 # ----------------------------------------------------------------------------- shared pieces
@@ -218,10 +211,6 @@ def _hardest_k(log_p_bg: Tensor, eligible: Tensor, num_neg: Tensor) -> Tensor:
     return torch.zeros_like(eligible).scatter_(1, index, take)
 
 
-def _tracing() -> bool:
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
-
-
 def ohem_sample(
     matches: Tensor,
     logits: Tensor,
@@ -288,7 +277,7 @@ def _ohem(
     num_neg = torch.minimum(wanted.to(torch.int64), num_eligible)  # (B,)
 
     log_p_bg = torch.log_softmax(logits.detach(), -1, dtype=_compute_dtype(logits))[..., 0]  # (B, N)
-    if log_p_bg.dtype == torch.float32 and not _tracing():
+    if log_p_bg.dtype == torch.float32 and not tracing():
         return _to_samples(positive, _hardest_k(log_p_bg, eligible, num_neg))
     order = _hardest_first(log_p_bg, eligible)  # (B * N,)
     take = torch.arange(N, device=matches.device) < num_neg[:, None]  # (B, N), in sorted order
