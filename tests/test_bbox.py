@@ -336,7 +336,9 @@ def test_bad_inputs_raise_with_the_argument_named():
         BBoxBatchIOU(eps=-1.0)
 
 
-@pytest.mark.parametrize("kind", ["padded_tail", "padded_inside", "all_dead", "zero_width", "all_live"])
+@pytest.mark.parametrize(
+    "kind", ["padded_tail", "padded_inside", "all_dead", "zero_width", "all_live", "shared_anchors", "shared_refs"]
+)
 @pytest.mark.parametrize("kwargs", [{}, {"offset": 1.0}, {"eps": 0.0}])
 def test_iou_eager_blocks_equal_single_block(kind, kwargs, dtype):
     """The eager CPU path (blocks of rows, columns that cannot overlap filled with 0 instead
@@ -359,6 +361,10 @@ def test_iou_eager_blocks_equal_single_block(kind, kwargs, dtype):
         b[:] = -1
     elif kind == "zero_width":
         b[..., 2] = b[..., 0]
+    elif kind == "shared_anchors":  # one set of anchors broadcast over the images
+        a, b = a[:1], torch.cat([b[:, :30], torch.full_like(b[:, 30:], -1)], 1)
+    elif kind == "shared_refs":
+        b = b[1:2]
     a, b = a.to(dtype), b.to(dtype)
     fast = box_iou(a, b, **kwargs)
     with torch.enable_grad():

@@ -300,25 +300,24 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
     return out.squeeze(0) if single else out
 
 
-def _live_columns(b_t: Tensor, offset: float) -> Tensor | None:
-    """The columns of the IoU matrix worth computing, or None for all of them.
+def _live_columns(b_t: Tensor, offset: float) -> Tensor:
+    """The columns of the IoU matrix worth computing: ``Tensor[K]`` of indices, ascending.
 
     A reference with a non-finite coordinate (its planes are 0 by now) or a width or height
     ``+ offset`` of at most 0 (padding rows of -1, zero-area and inverted boxes) has an
     intersection of exactly 0 with every box, so its IoU column is exactly 0 and need not be
-    computed. The columns that may not be 0 are kept in order, and followed by as many
+    computed. The columns that may not be 0 in some image are kept, followed by as many
     columns that are (computed, as 0) as make their count a multiple of the CPU's vector
-    width: the row-wise ops then run without a scalar tail. Returns the chosen column
-    indices, ascending, or None when they would be more than 3/4 of the columns.
+    width: the row-wise ops then run without a scalar tail. Beyond 3/4 of the columns, all
+    of them.
     """
     m = b_t.shape[2]
     live = ((b_t[:, 2] - b_t[:, 0] + offset > 0) & (b_t[:, 3] - b_t[:, 1] + offset > 0)).any(0)  # (M,)
-    count = int(live.sum())
     lanes = _vector_lanes(b_t.dtype)
-    padded = min(m, -(-count // lanes) * lanes)
-    if padded > 0.75 * m:
-        return None
-    return _true_first(live)[:padded].sort().values
+    k = -(-int(live.sum()) // lanes) * lanes
+    if k > 0.75 * m:
+        return torch.arange(m, device=b_t.device)
+    return _true_first(live)[:k].sort().values
 
 
 def _true_first(mask: Tensor) -> Tensor:
@@ -339,43 +338,59 @@ def _vector_lanes(dtype: torch.dtype) -> int:
 def _iou_blocked(
     a_t: Tensor, b_t: Tensor, area_a: Tensor, area_b: Tensor, offset: float, out_dtype: torch.dtype
 ) -> Tensor:
-    """The eager CPU path of :func:`box_iou`: blocks of rows written straight into the result.
+    """The eager CPU path of :func:`box_iou`: blocks of rows, written into the result.
 
-    Columns that are exactly 0 (see :func:`_live_columns`) are filled, not computed.
+    Only the columns of :func:`_live_columns` are computed; the others are exactly 0 and
+    are filled. A block's x and y intersections are one op each on stacked planes, and
+    every op writes into a workspace reused from block to block: fresh multi-MiB
+    temporaries would each cost the kernel a page fill.
     """
     batch, n, m = max(a_t.shape[0], b_t.shape[0]), a_t.shape[2], b_t.shape[2]
     out = _alloc.empty_large((batch, n, m), out_dtype, a_t.device)
-    best_bits = torch.zeros((batch, n), dtype=_SAME_WIDTH_INT[out_dtype], device=a_t.device)
-    live = _live_columns(b_t, offset)
-    prefix = live is not None and (live.numel() == 0 or int(live[-1]) == live.numel() - 1)
-    if live is not None:
-        b_t, area_b = b_t.index_select(2, live), area_b.index_select(1, live)
-        out.zero_()  # one contiguous fill; the live columns are overwritten below
-    k = b_t.shape[2]
-    if k == 0:
-        _remember_best(out, best_bits.view(out_dtype))
+    best_bits = torch.empty((batch, n), dtype=_SAME_WIDTH_INT[out_dtype], device=a_t.device)
+    cols = _live_columns(b_t, offset)
+    k = cols.numel()
+    if k == 0:  # nothing overlaps anything
+        _remember_best(out.zero_(), best_bits.zero_().view(out_dtype))
         return out
-    b_cols = tuple(b_t[:, j, None, :] for j in range(4))  # 4 x (B, 1, K)
-    rows_per_block = max(1, _IOU_BLOCK_ELEMENTS // max(1, batch * k))
+    prefix = int(cols[-1]) == k - 1  # the first K columns (padding comes last)
+    if k < m:
+        b_t, area_b = b_t.index_select(2, cols), area_b.index_select(1, cols)
+    work = a_t.dtype
+    rows_per_block = max(1, _IOU_BLOCK_ELEMENTS // (batch * k))
+    space = _alloc.empty_large((5 * batch * rows_per_block * k,), work, a_t.device)
+    planes = space[: 4 * batch * rows_per_block * k].view(2, batch, 2, rows_per_block, k)
+    union_ws = space[4 * batch * rows_per_block * k :].view(batch, rows_per_block, k)
+    b_lt, b_rb = b_t[:, :2, None, :], b_t[:, 2:, None, :]  # (B, 2, 1, K)
+    area_b_row = area_b[:, None, :]  # (B, 1, K)
+    bits = best_bits.dtype
     for start in range(0, n, rows_per_block):
-        rows = slice(start, start + rows_per_block)
-        a_cols = tuple(a_t[:, j, rows, None] for j in range(4))
+        rows = slice(start, min(n, start + rows_per_block))
+        r = rows.stop - rows.start
+        side, low = planes[0, :, :, :r], planes[1, :, :, :r]  # (B, 2, r, K) each
+        torch.minimum(a_t[:, 2:, rows, None], b_rb, out=side)  # right and bottom
+        torch.maximum(a_t[:, :2, rows, None], b_lt, out=low)  # left and top
+        side.sub_(low)
+        if offset:
+            side.add_(offset)
+        side.clamp_(0.0, _F16_MAX)
+        inter = torch.mul(side[:, 0], side[:, 1], out=low[:, 0])  # (B, r, K)
+        union = torch.add(area_a[:, rows, None], area_b_row, out=union_ws[:, :r]).sub_(inter)
         dest = out[:, rows]
-        if live is None or (prefix and 2 * k >= m):  # straight into the result
-            # (its first K columns: rows keep at least half of each cache line they touch,
-            # so the row maxima below read them at about the speed of a contiguous block)
+        if prefix:  # the rows' first K columns, then 0 after them while they are in cache
             block = dest[..., :k]
-            _iou_block(a_cols, b_cols, area_a[:, rows, None], area_b[:, None, :], offset, out=block)  # type: ignore[arg-type]
-        else:  # a contiguous block (its row maxima are read from it), then its columns
-            block = _iou_block(a_cols, b_cols, area_a[:, rows, None], area_b[:, None, :], offset)  # type: ignore[arg-type]
-            block = block.to(out_dtype)
-            if prefix:
-                dest[..., :k].copy_(block)
+            if out_dtype == work:
+                torch.div(inter, union, out=block)
             else:
-                dest.index_copy_(2, live, block)
+                block.copy_(torch.div(inter, union, out=low[:, 1]))
+            if k < m:
+                dest[..., k:].zero_()
+        else:
+            block = torch.div(inter, union, out=low[:, 1]).to(out_dtype)
+            dest.zero_().index_copy_(2, cols, block)
         # Row maxima while the block is in cache. IoU >= 0 orders like its bit pattern, and
         # the integer maximum is vectorised for every K (the float one is not for short rows).
-        torch.amax(block.view(best_bits.dtype), -1, out=best_bits[:, rows])
+        torch.amax(block.view(bits), -1, out=best_bits[:, rows])
     _remember_best(out, best_bits.view(out_dtype))
     return out
 
