@@ -337,7 +337,8 @@ def test_bad_inputs_raise_with_the_argument_named():
 
 
 @pytest.mark.parametrize(
-    "kind", ["padded_tail", "padded_inside", "all_dead", "zero_width", "all_live", "shared_anchors", "shared_refs"]
+    "kind",
+    ["padded_tail", "padded_inside", "all_dead", "zero_width", "all_live", "shared_anchors", "shared_refs"],
 )
 @pytest.mark.parametrize("kwargs", [{}, {"offset": 1.0}, {"eps": 0.0}])
 def test_iou_eager_blocks_equal_single_block(kind, kwargs, dtype):
