@@ -198,17 +198,25 @@ def _hardness_rank(log_p_bg: Tensor) -> Tensor:
     return (~log_p_bg.view(torch.int32) & 0x7FFFFFFF).to(torch.int64)
 
 
-def _hardest_k(log_p_bg: Tensor, eligible: Tensor, num_neg: Tensor) -> Tensor:
-    """The ``num_neg[b]`` hardest eligible anchors of every row (ties: lower anchor first),
-    as a bool mask (B, N): one top-k of unique int64 keys ``rank * N + anchor`` per row, k
-    the largest count (read back to the host; eager float32 only)."""
+def _hardest_k(log_p_bg: Tensor, eligible: Tensor, num_neg: Tensor) -> tuple[Tensor, Tensor]:
+    """The ``num_neg[b]`` hardest eligible anchors of every row (ties: lower anchor first):
+    ``index (B, k)`` and ``take (B, k)`` bool, the anchors of row b being ``index[b][take[b]]``.
+    One top-k of unique int64 keys per row, k the largest count (read back to the host;
+    eager float32 only).
+
+    The hardness ``-log_p_bg >= 0`` orders like its bit pattern, the magnitude bits of
+    ``log_p_bg`` (``+0.0`` and ``-0.0`` alike). The key ``bits * N - anchor`` is larger for
+    a harder anchor and, on equal hardness, for a lower one; ineligible anchors take bits
+    ``-1``, which puts them below every eligible key.
+    """
     B, N = log_p_bg.shape
     k = int(num_neg.max()) if B > 0 and N > 0 else 0
-    key = _hardness_rank(log_p_bg) * N + torch.arange(N, device=log_p_bg.device)  # unique per row
-    key = key.masked_fill(~eligible, 2**62)  # after every eligible key (< 2^31 * 2^32 = 2^63)
-    index = key.topk(k, 1, largest=False).indices  # (B, k), ascending keys
+    bits = torch.where(eligible, log_p_bg.view(torch.int32) & 0x7FFFFFFF, -1)  # (B, N) int32
+    anchor = torch.arange(0, -N, -1, device=log_p_bg.device)  # int64
+    key = torch.add(anchor, bits, alpha=N)  # (B, N) int64, unique per row
+    index = key.topk(k, 1).indices  # (B, k), hardest first
     take = torch.arange(k, device=log_p_bg.device) < num_neg[:, None]  # (B, k)
-    return torch.zeros_like(eligible).scatter_(1, index, take)
+    return index, take
 
 
 def ohem_sample(
@@ -278,7 +286,9 @@ def _ohem(
 
     log_p_bg = torch.log_softmax(logits.detach(), -1, dtype=_compute_dtype(logits))[..., 0]  # (B, N)
     if log_p_bg.dtype == torch.float32 and not tracing():
-        return _to_samples(positive, _hardest_k(log_p_bg, eligible, num_neg))
+        index, take = _hardest_k(log_p_bg, eligible, num_neg)
+        # +1 positive, -1 negative (never both: negatives are unmatched)
+        return positive.to(torch.int64).scatter_add_(1, index, take.to(torch.int64).neg_())
     order = _hardest_first(log_p_bg, eligible)  # (B * N,)
     take = torch.arange(N, device=matches.device) < num_neg[:, None]  # (B, N), in sorted order
     negative = torch.zeros_like(eligible).flatten().scatter_(0, order, take.flatten()).view(B, N)
