@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from detblocks import _alloc
 from detblocks._checks import (
     check_batch,
     check_bool,
@@ -284,7 +285,14 @@ def _ohem(
     wanted = (num_pos.to(torch.float32) * ratio).clamp(min=min_samples, max=N).floor()
     num_neg = torch.minimum(wanted.to(torch.int64), num_eligible)  # (B,)
 
-    log_p_bg = torch.log_softmax(logits.detach(), -1, dtype=_compute_dtype(logits))[..., 0]  # (B, N)
+    logits = logits.detach()
+    if logits.dtype == torch.float32 and not tracing():
+        # (the (B, N, C) log-probabilities go to reused memory: a fresh buffer costs the
+        # kernel a page fill as long as the softmax itself)
+        log_p = _alloc.empty_large(logits.shape, logits.dtype, logits.device)
+        log_p_bg = torch.log_softmax(logits, -1, out=log_p)[..., 0]  # (B, N)
+    else:
+        log_p_bg = torch.log_softmax(logits, -1, dtype=_compute_dtype(logits))[..., 0]  # (B, N)
     if log_p_bg.dtype == torch.float32 and not tracing():
         index, take = _hardest_k(log_p_bg, eligible, num_neg)
         # +1 positive, -1 negative (never both: negatives are unmatched)
