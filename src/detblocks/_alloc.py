@@ -34,8 +34,9 @@ from detblocks._checks import tracing
 
 __all__ = ["empty_cache"]
 
-# Buffers from this size on take this path: at least a few whole 2 MiB pages.
-_MIN_BYTES = 8 << 20
+# Buffers from this size on take this path: at least one whole 2 MiB page. (glibc serves
+# smaller and mid-sized blocks from fresh mmaps too, once its heap has been trimmed.)
+_MIN_BYTES = 2 << 20
 # Buffers up to this size are kept for reuse once idle (larger ones are unmapped when freed).
 _MAX_CACHED_BYTES = 1 << 30
 #: Idle buffers kept for reuse, in bytes at most; the oldest go first beyond it.

@@ -249,7 +249,7 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
     On CPU in eager mode (without autograd) the matrix is computed in cache-sized blocks of
     rows written straight into the result. Columns of references that cannot overlap
     anything (padding rows, zero-area or non-finite boxes) are filled with their exact 0
-    instead of computed. A result of 8 MiB or more reuses the memory of an earlier result
+    instead of computed. A result of 2 MiB or more reuses the memory of an earlier result
     that nothing references any more (see :func:`detblocks.empty_cache`). Each anchor's best
     IoU is recorded for the samplers and ``MaximumMatcher``; the record is valid while the
     result is not modified in place (writes that bypass PyTorch's version counter, through

@@ -98,6 +98,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from detblocks import _alloc
 from detblocks._checks import (
     check_bool,
     check_boxes,
@@ -172,8 +173,8 @@ def _group_best(x: Tensor, sign: int, fold: int) -> tuple[Tensor, int]:
     rest = n - full * g
     reduce, pairwise = (torch.amax, torch.maximum) if sign > 0 else (torch.amin, torch.minimum)
     blocks = x[:, : full * g].reshape(b, full, g, m)
-    if full <= 16:
-        best = reduce(blocks, 1)  # (B, G, M)
+    if full <= 16:  # (into reused memory: a fresh buffer costs the kernel a page fill)
+        best = reduce(blocks, 1, out=_alloc.empty_large((b, g, m), x.dtype, x.device))  # (B, G, M)
     else:  # block by block: the running maximum stays small, torch's reduction would not
         best = pairwise(blocks[:, 0], blocks[:, 1])
         for j in range(2, full):
