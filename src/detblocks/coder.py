@@ -166,8 +166,8 @@ def _encode_positives(
     codes = _center_codes(a.to(work), g.to(work), std, mean)  # (K, 4)
     keep = (_valid(m, refs.shape[1]) & torch.isfinite(codes).all(-1))[:, None]  # (K, 1)
     batch, n = positive.shape
-    targets = torch.zeros((batch, n, 4), dtype=out_dtype, device=positive.device)
-    masks = torch.zeros((batch, n, 4), dtype=out_dtype, device=positive.device)
+    targets = _alloc.empty_large((batch, n, 4), out_dtype, positive.device).zero_()
+    masks = _alloc.empty_large((batch, n, 4), out_dtype, positive.device).zero_()
     targets[image, anchor] = _to_output(torch.where(keep, codes, 0.0), out_dtype)
     masks[image, anchor] = keep.expand_as(codes).to(out_dtype)
     return targets, masks
