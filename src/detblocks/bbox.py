@@ -177,24 +177,35 @@ def box_area(x: Tensor, axis: int = -1, fmt: str = "corner") -> Tensor:
 
 
 def _iou_block(
-    a_cols: Boxes4, b_cols: Boxes4, area_a: Tensor, area_b: Tensor, offset: float, out: Tensor | None = None
+    a_t: Tensor,
+    b_t: Tensor,
+    area_a: Tensor,
+    area_b: Tensor,
+    offset: float,
+    out: Tensor | None = None,
+    space: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> Tensor:
-    """IoU of every row of ``a`` against every row of ``b``: the maths of :func:`box_iou`.
+    """IoU of every box of ``a`` against every box of ``b``: the maths of :func:`box_iou`.
 
-    ``a_cols`` are the corner coordinates of a block of n boxes, each ``(B, n, 1)``;
-    ``b_cols`` those of the M references, each ``(B, 1, M)``; ``area_a (B, n, 1)`` already
-    holds ``eps``. Writes into ``out (B, n, M)`` when given. Every in-place op acts on a
-    temporary created here, so the function is differentiable and traceable.
+    ``a_t (B, 4, n)`` and ``b_t (B, 4, M)`` are corner planes; ``area_a (B, n)`` already
+    holds ``eps``, ``area_b (B, M)``. The x and y intersections are one op each on stacked
+    planes. Writes into ``out (B, n, M)`` when given, and the intermediate results into
+    ``space`` (two ``(B, 2, n, M)`` tensors and one ``(B, n, M)``) when given, instead of
+    fresh temporaries. Every in-place op acts on a tensor of this function's own, so it is
+    differentiable and traceable.
     """
-    al, at, ar, ab = a_cols
-    bl, bt, br, bb = b_cols
-    iw = torch.minimum(ar, br).sub_(torch.maximum(al, bl))  # (B, n, M)
-    ih = torch.minimum(ab, bb).sub_(torch.maximum(at, bt))  # (B, n, M)
+
+    def into(i: int) -> Tensor | None:
+        return None if space is None else space[i]
+
+    side = torch.minimum(a_t[:, 2:, :, None], b_t[:, 2:, None, :], out=into(0))  # (B, 2, n, M)
+    low = torch.maximum(a_t[:, :2, :, None], b_t[:, :2, None, :], out=into(1))  # left and top
+    side.sub_(low)  # widths and heights of the intersections
     if offset:
-        iw.add_(offset)
-        ih.add_(offset)
-    inter = iw.clamp_(0.0, _F16_MAX).mul_(ih.clamp_(0.0, _F16_MAX))
-    union = torch.add(area_a, area_b).sub_(inter)  # (B, n, M), eps included through area_a
+        side.add_(offset)
+    side.clamp_(0.0, _F16_MAX)
+    inter = torch.mul(side[:, 0], side[:, 1], out=None if space is None else low[:, 0])  # (B, n, M)
+    union = torch.add(area_a[:, :, None], area_b[:, None, :], out=into(2)).sub_(inter)  # eps via area_a
     return torch.div(inter, union, out=out)
 
 
@@ -291,10 +302,7 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
 
     if _iou_block_rows(a, b) is None:
         # One block: traceable (compile/export) and differentiable.
-        b_cols = tuple(b_t[:, k, None, :] for k in range(4))  # 4 x (B, 1, M)
-        a_cols = tuple(a_t[:, k, :, None] for k in range(4))  # 4 x (B, N, 1)
-        out = _iou_block(a_cols, b_cols, area_a[:, :, None], area_b[:, None, :], offset)  # type: ignore[arg-type]
-        out = out.to(out_dtype)
+        out = _iou_block(a_t, b_t, area_a, area_b, offset).to(out_dtype)
     else:
         out = _iou_blocked(a_t, b_t, area_a, area_b, offset, out_dtype)
     return out.squeeze(0) if single else out
@@ -358,35 +366,33 @@ def _iou_blocked(
         b_t, area_b = b_t.index_select(2, cols), area_b.index_select(1, cols)
     work = a_t.dtype
     rows_per_block = max(1, _IOU_BLOCK_ELEMENTS // (batch * k))
-    space = _alloc.empty_large((5 * batch * rows_per_block * k,), work, a_t.device)
-    planes = space[: 4 * batch * rows_per_block * k].view(2, batch, 2, rows_per_block, k)
-    union_ws = space[4 * batch * rows_per_block * k :].view(batch, rows_per_block, k)
-    b_lt, b_rb = b_t[:, :2, None, :], b_t[:, 2:, None, :]  # (B, 2, 1, K)
-    area_b_row = area_b[:, None, :]  # (B, 1, K)
+    buffer = _alloc.empty_large((5 * batch * rows_per_block * k,), work, a_t.device)
+    planes = buffer[: 4 * batch * rows_per_block * k].view(2, batch, 2, rows_per_block, k)
+    union_ws = buffer[4 * batch * rows_per_block * k :].view(batch, rows_per_block, k)
+    direct = prefix and out_dtype == work  # the IoU goes straight into the result
     bits = best_bits.dtype
     for start in range(0, n, rows_per_block):
         rows = slice(start, min(n, start + rows_per_block))
         r = rows.stop - rows.start
         side, low = planes[0, :, :, :r], planes[1, :, :, :r]  # (B, 2, r, K) each
-        torch.minimum(a_t[:, 2:, rows, None], b_rb, out=side)  # right and bottom
-        torch.maximum(a_t[:, :2, rows, None], b_lt, out=low)  # left and top
-        side.sub_(low)
-        if offset:
-            side.add_(offset)
-        side.clamp_(0.0, _F16_MAX)
-        inter = torch.mul(side[:, 0], side[:, 1], out=low[:, 0])  # (B, r, K)
-        union = torch.add(area_a[:, rows, None], area_b_row, out=union_ws[:, :r]).sub_(inter)
         dest = out[:, rows]
+        result = _iou_block(
+            a_t[:, :, rows],
+            b_t,
+            area_a[:, rows],
+            area_b,
+            offset,
+            out=dest[..., :k] if direct else low[:, 1],  # low[:, 1] is free by then
+            space=(side, low, union_ws[:, :r]),
+        )
         if prefix:  # the rows' first K columns, then 0 after them while they are in cache
             block = dest[..., :k]
-            if out_dtype == work:
-                torch.div(inter, union, out=block)
-            else:
-                block.copy_(torch.div(inter, union, out=low[:, 1]))
+            if not direct:
+                block.copy_(result)
             if k < m:
                 dest[..., k:].zero_()
         else:
-            block = torch.div(inter, union, out=low[:, 1]).to(out_dtype)
+            block = result.to(out_dtype)
             dest.zero_().index_copy_(2, cols, block)
         # Row maxima while the block is in cache. IoU >= 0 orders like its bit pattern, and
         # the integer maximum is vectorised for every K (the float one is not for short rows).

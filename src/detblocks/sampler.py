@@ -188,15 +188,21 @@ def _hardest_first(log_p_bg: Tensor, eligible: Tensor) -> Tensor:
     return (order + rows).flatten()
 
 
-def _hardness_rank(log_p_bg: Tensor) -> Tensor:
-    """float32 background log-probabilities ``<= 0`` -> int64 ranks in ``[0, 2^31)``, hardest
-    (lowest log-probability) first.
+def _hardness_bits(log_p_bg: Tensor) -> Tensor:
+    """float32 background log-probabilities ``<= 0`` -> int32 in ``[0, 2^31)`` ordered like
+    the hardness ``-log_p_bg``.
 
     A float ``<= 0`` is its magnitude with the sign bit set, and the magnitude is the hardness;
-    magnitudes order like their bit patterns, so rank = ~bits with the sign bit cleared =
-    2^31 - 1 - bits of the hardness (+0.0 and -0.0 both get 2^31 - 1).
+    magnitudes order like their bit patterns, so these are the bits without the sign bit
+    (+0.0 and -0.0 both give 0).
     """
-    return (~log_p_bg.view(torch.int32) & 0x7FFFFFFF).to(torch.int64)
+    return log_p_bg.view(torch.int32) & 0x7FFFFFFF
+
+
+def _hardness_rank(log_p_bg: Tensor) -> Tensor:
+    """float32 background log-probabilities ``<= 0`` -> int64 ranks in ``[0, 2^31)``, hardest
+    (lowest log-probability) first: ``2^31 - 1 -`` :func:`_hardness_bits`."""
+    return (0x7FFFFFFF - _hardness_bits(log_p_bg)).to(torch.int64)
 
 
 def _hardest_k(log_p_bg: Tensor, eligible: Tensor, num_neg: Tensor) -> tuple[Tensor, Tensor]:
@@ -205,14 +211,13 @@ def _hardest_k(log_p_bg: Tensor, eligible: Tensor, num_neg: Tensor) -> tuple[Ten
     One top-k of unique int64 keys per row, k the largest count (read back to the host;
     eager float32 only).
 
-    The hardness ``-log_p_bg >= 0`` orders like its bit pattern, the magnitude bits of
-    ``log_p_bg`` (``+0.0`` and ``-0.0`` alike). The key ``bits * N - anchor`` is larger for
-    a harder anchor and, on equal hardness, for a lower one; ineligible anchors take bits
-    ``-1``, which puts them below every eligible key.
+    The key ``bits * N - anchor`` (bits of :func:`_hardness_bits`) is larger for a harder
+    anchor and, on equal hardness, for a lower one; ineligible anchors take bits ``-1``,
+    which puts them below every eligible key.
     """
     B, N = log_p_bg.shape
     k = int(num_neg.max()) if B > 0 and N > 0 else 0
-    bits = torch.where(eligible, log_p_bg.view(torch.int32) & 0x7FFFFFFF, -1)  # (B, N) int32
+    bits = torch.where(eligible, _hardness_bits(log_p_bg), -1)  # (B, N) int32
     anchor = torch.arange(0, -N, -1, device=log_p_bg.device)  # int64
     key = torch.add(anchor, bits, alpha=N)  # (B, N) int64, unique per row
     index = key.topk(k, 1).indices  # (B, k), hardest first
