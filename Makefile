@@ -8,7 +8,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: venv test lint unit docs demo bench clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml setup.py src/detblocks/_native.c Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml Makefile
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests examples
-	$(VENV)/bin/ruff format --check src tests examples
+	$(VENV)/bin/ruff check src tests examples setup.py
+	$(VENV)/bin/ruff format --check src tests examples setup.py
 
 unit: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q
@@ -36,4 +36,4 @@ bench: $(STAMP)
 	$(PY) -m detblocks.bench
 
 clean:
-	rm -rf $(VENV) build site .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build site .pytest_cache .ruff_cache .hypothesis src/detblocks/*.so

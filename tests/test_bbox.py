@@ -169,7 +169,8 @@ def test_box_iou_axis_1_layout():
 
 
 def _set_block_elements(monkeypatch, elements: int) -> None:
-    """Force the eager blocked IoU path to blocks of ``elements``."""
+    """Force the eager PyTorch IoU path (not the native kernel) to blocks of ``elements``."""
+    monkeypatch.setattr(bbox, "_native", None)
     monkeypatch.setattr(bbox, "_IOU_BLOCK_ELEMENTS", elements)
 
 

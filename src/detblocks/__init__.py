@@ -16,13 +16,21 @@ from typing import TYPE_CHECKING
 
 from detblocks._alloc import empty_cache
 from detblocks._checks import set_value_checks
+from detblocks._kernels import native as _native
 from detblocks.conventions import NO_MATCH, Sample
 
 __version__ = "0.1.0"
 
+NATIVE: bool = _native is not None
+"""Whether detblocks' native CPU kernels are in use. They are built at install time when
+a C compiler is there (``pip install`` goes on without them otherwise) and turned off by
+the environment variable ``DETBLOCKS_NATIVE=0``. Without them every function gives the
+same results, bit for bit, computed with PyTorch ops; only eager float32 work on CPU
+uses them (:func:`detblocks.bbox.box_iou`)."""
+
 _SUBMODULES = ("bbox", "coder", "matcher", "sampler", "predictor", "feature", "conventions")
 
-__all__ = ["__version__", "NO_MATCH", "Sample", "empty_cache", "set_value_checks", *_SUBMODULES]
+__all__ = ["__version__", "NATIVE", "NO_MATCH", "Sample", "empty_cache", "set_value_checks", *_SUBMODULES]
 
 if TYPE_CHECKING:  # pragma: no cover
     from detblocks import bbox, coder, feature, matcher, predictor, sampler  # noqa: F401

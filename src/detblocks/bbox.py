@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
 from detblocks import _alloc, _checks
+from detblocks._kernels import native as _native
 
 __all__ = [
     "corner_to_center",
@@ -257,10 +258,13 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
         Tensor[B, N, M] (``Tensor[N, M]`` for 2-d inputs): IoU in the promoted dtype of
         ``a`` and ``b``; float16/bfloat16 are computed in float32.
 
-    On CPU in eager mode (without autograd) the matrix is computed in cache-sized blocks of
-    rows written straight into the result. Columns of references that cannot overlap
-    anything (padding rows, zero-area or non-finite boxes) are filled with their exact 0
-    instead of computed. A result of 2 MiB or more reuses the memory of an earlier result
+    On CPU in eager mode (without autograd), float32 (and half, computed in float32) goes
+    through detblocks' native kernel when it is built (:data:`detblocks.NATIVE`): one
+    pass over the result, on ``torch.get_num_threads()`` threads. Otherwise (and for
+    float64) the matrix is computed with PyTorch ops in cache-sized blocks of rows written
+    straight into the result. Both fill the columns of references that cannot overlap
+    anything (padding rows, zero-area or non-finite boxes) with their exact 0 instead of
+    computing them. A result of 2 MiB or more reuses the memory of an earlier result
     that nothing references any more (see :func:`detblocks.empty_cache`). Each anchor's best
     IoU is recorded for the samplers and ``MaximumMatcher``; the record is valid while the
     result is not modified in place (writes that bypass PyTorch's version counter, through
@@ -293,6 +297,9 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
         a, b = center_to_corner(a), center_to_corner(b)
     out_dtype = torch.promote_types(a.dtype, b.dtype)
     work = _compute_dtype(out_dtype)
+    if _native_iou_applies(a, b, work):
+        out = _iou_native(a, b, offset, eps, out_dtype)
+        return out.squeeze(0) if single else out
     # Coordinate planes, (B, 4, N) and (B, 4, M): contiguous rows for the broadcasts below.
     a_t = a.to(work).transpose(1, 2).contiguous()
     b_t = b.to(work).transpose(1, 2).contiguous()
@@ -306,6 +313,58 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
     else:
         out = _iou_blocked(a_t, b_t, area_a, area_b, offset, out_dtype)
     return out.squeeze(0) if single else out
+
+
+def _native_iou_applies(a: Tensor, b: Tensor, work: torch.dtype) -> bool:
+    """Whether the native kernel computes this IoU: eager float32 maths on CPU without
+    autograd, and at least one pair."""
+    if _native is None or work != torch.float32 or _checks.tracing():
+        return False
+    if a.device.type != "cpu" or b.device.type != "cpu" or 0 in a.shape or 0 in b.shape:
+        return False
+    return not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
+
+
+def _iou_native(a: Tensor, b: Tensor, offset: float, eps: float, out_dtype: torch.dtype) -> Tensor:
+    """:func:`box_iou` of corner boxes ``a (B, N, 4)`` and ``b (B, M, 4)`` by the native kernel,
+    in one pass over the result: every row's IoU with the references of its own image that
+    can overlap anything (the other columns are 0), its maximum, and for up to
+    :data:`_GROUPED_MAX_M` references the maxima of the matcher's groups of rows, which are
+    recorded. The kernel performs :func:`_iou_block`'s float32 operations in the same order,
+    so the values are the same bit for bit."""
+    batch, n, m = max(a.shape[0], b.shape[0]), a.shape[1], b.shape[1]
+    # One set of boxes for every image (an expanded batch) is read once.
+    a, b = (t[:1] if t.shape[0] > 1 and t.stride(0) == 0 else t for t in (a, b))
+    a, b = a.to(torch.float32).contiguous(), b.to(torch.float32).contiguous()
+    if out_dtype == torch.float32:
+        out = _alloc.empty_large((batch, n, m), torch.float32, a.device)
+    else:  # half precision: computed in float32, rounded once
+        out = torch.empty((batch, n, m), dtype=torch.float32)
+    best = torch.empty((batch, n), dtype=torch.float32)
+    groups = -(-n // _GROUP_FOLD)
+    gmax = None
+    if m <= _GROUPED_MAX_M and out_dtype == torch.float32:
+        gmax = _alloc.empty_large((batch, groups, m), torch.float32, a.device)
+    _native.box_iou(
+        a.data_ptr(),
+        a.shape[0],
+        b.data_ptr(),
+        b.shape[0],
+        batch,
+        n,
+        m,
+        float(offset),
+        max(eps, torch.finfo(torch.float32).tiny),
+        out.data_ptr(),
+        best.data_ptr(),
+        0 if gmax is None else gmax.data_ptr(),
+        groups,
+        torch.get_num_threads(),
+    )
+    if out_dtype != torch.float32:
+        out, best = out.to(out_dtype), best.to(out_dtype)
+    _remember(out, best, gmax)
+    return out
 
 
 def _live_columns(b_t: Tensor, offset: float) -> Tensor:
@@ -359,7 +418,7 @@ def _iou_blocked(
     cols = _live_columns(b_t, offset)
     k = cols.numel()
     if k == 0:  # nothing overlaps anything
-        _remember_best(out.zero_(), best_bits.zero_().view(out_dtype))
+        _remember(out.zero_(), best_bits.zero_().view(out_dtype))
         return out
     prefix = int(cols[-1]) == k - 1  # the first K columns (padding comes last)
     if k < m:
@@ -397,33 +456,54 @@ def _iou_blocked(
         # Row maxima while the block is in cache. IoU >= 0 orders like its bit pattern, and
         # the integer maximum is vectorised for every K (the float one is not for short rows).
         torch.amax(block.view(bits), -1, out=best_bits[:, rows])
-    _remember_best(out, best_bits.view(out_dtype))
+    _remember(out, best_bits.view(out_dtype))
     return out
 
 
-# Row maxima of results of the eager CPU path, for the samplers (which need the best IoU of
-# every anchor): keyed by the result tensor, valid while its version counter is unchanged.
+# Row maxima (and group maxima) of results of the eager CPU paths, for the matchers and
+# samplers (which need the best IoU of every anchor): keyed by the result tensor, valid
+# while its version counter is unchanged.
 _BEST_IOU = WeakIdKeyDictionary()
 
+#: Rows of a group of the matcher's scan (``detblocks.matcher.FOLD``): row ``i`` of an image
+#: is in group ``i % G`` with ``G = ceil(N / _GROUP_FOLD)``.
+_GROUP_FOLD = 16
+# The native kernel records group maxima for up to this many references (the matcher's
+# fold is _GROUP_FOLD up to there).
+_GROUPED_MAX_M = 256
 
-def _remember_best(out: Tensor, best: Tensor) -> None:
+
+def _remember(out: Tensor, best: Tensor, gmax: Tensor | None = None) -> None:
     if not out.is_inference():  # inference tensors have no version counter to check against
-        _BEST_IOU[out] = (out._version, best)
+        _BEST_IOU[out] = (out._version, best, gmax)
+
+
+def _record(ious: Tensor) -> tuple[int, Tensor, Tensor | None] | None:
+    if _checks.tracing() or ious.is_inference():
+        return None
+    entry = _BEST_IOU.get(ious)
+    if entry is None or entry[0] != ious._version:
+        return None
+    return entry
 
 
 def _recorded_best_iou(ious: Tensor) -> Tensor | None:
     """``ious.amax(-1)`` when ``ious`` is a result of :func:`box_iou`'s eager CPU path that
     has not been modified since (``Tensor[B, N]``, its dtype), else ``None``.
 
-    :func:`box_iou` records it while computing ``ious`` in cache-sized blocks, so the
-    samplers (which need the best IoU of every anchor) do not read the whole matrix again.
+    :func:`box_iou` records it while computing ``ious``, so the samplers (which need the
+    best IoU of every anchor) do not read the whole matrix again.
     """
-    if _checks.tracing() or ious.is_inference():
-        return None
-    entry = _BEST_IOU.get(ious)
-    if entry is None or entry[0] != ious._version:
-        return None
-    return entry[1]
+    entry = _record(ious)
+    return None if entry is None else entry[1]
+
+
+def _recorded_group_best(ious: Tensor) -> Tensor | None:
+    """The matcher's group maxima of ``ious`` (``Tensor[B, G, M]``, ``G = ceil(N / 16)``:
+    ``[b, g, m]`` is the maximum of ``ious[b, i, m]`` over the rows ``i % G == g``) when
+    the native kernel recorded them for this unmodified result, else ``None``."""
+    entry = _record(ious)
+    return None if entry is None else entry[2]
 
 
 def clip_to_image(

@@ -109,7 +109,7 @@ from detblocks._checks import (
     parse_fmt,
     tracing,
 )
-from detblocks.bbox import _recorded_best_iou, _true_first, box_iou
+from detblocks.bbox import _GROUP_FOLD, _recorded_best_iou, _recorded_group_best, _true_first, box_iou
 from detblocks.conventions import NO_MATCH
 
 __all__ = [
@@ -125,7 +125,7 @@ __all__ = [
 #: Blocks the anchors are cut into for the one pass over ``x`` (for M <= 256):
 #: the group maxima take 1/FOLD of ``x``'s memory, and torch's reduction over
 #: 16 blocks runs at memory speed.
-FOLD: int = 16
+FOLD: int = _GROUP_FOLD
 
 
 def _fold(m: int) -> int:
@@ -186,6 +186,9 @@ def _group_best(x: Tensor, sign: int, fold: int) -> tuple[Tensor, int]:
 
 
 def _scan(x: Tensor, sign: int) -> _Scan:
+    recorded = None
+    if sign > 0 and not tracing() and _fold(x.shape[2]) == FOLD:
+        recorded = _recorded_group_best(x)
     x = x.detach().contiguous()  # matching is not differentiable; gathers index x's memory
     worst = -sign * float("inf")
     if tracing():
@@ -193,6 +196,9 @@ def _scan(x: Tensor, sign: int) -> _Scan:
         x = torch.where(torch.isnan(x), worst, x)
         y = x if sign > 0 else x.neg()
         return _Scan(x, sign, 1, y, y.amax(1), {})
+    if recorded is not None:  # box_iou's native kernel found them already (IoU has no NaN)
+        n, g = x.shape[1], recorded.shape[1]
+        return _Scan(x, sign, -(-n // g), recorded, _group_best(recorded, 1, FOLD)[0].amax(1), {})
     gmax, size = _group_best(x, sign, _fold(x.shape[2]))
     colmax = _group_best(gmax, 1, FOLD)[0].amax(1)  # folding again beats one long reduction
     # A NaN anywhere shows up in its column maximum; clean a copy only then.

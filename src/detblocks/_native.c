@@ -1,0 +1,251 @@
+/*
+ * Native CPU kernels of detblocks (optional: the package falls back to PyTorch ops
+ * when this module is not built, with the same results bit for bit).
+ *
+ * box_iou: the IoU matrix of float32 boxes in one pass, each anchor's best IoU on the
+ * side. It follows bbox._iou_block operation for operation (same roundings: no fused
+ * multiply-add, see setup.py), so its output equals the PyTorch path's exactly.
+ *
+ * The functions take the addresses of contiguous tensors prepared by the Python side
+ * and release the GIL while they compute, on `threads` OpenMP threads. Built with
+ * -fopenmp, the module links libgomp.so.1 by name, and the dynamic loader then gives it
+ * the copy PyTorch has loaded already: its thread team is PyTorch's own, so the two
+ * never compete for cores (a second team would find PyTorch's threads still spinning
+ * after its last op). Built without OpenMP, the kernels run on the calling thread.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LANES 16   /* columns are padded to a multiple of this: whole vectors, no tail */
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static const float F16_MAX = 65504.0f;
+
+typedef struct {
+    const float *a;     /* (Ba, N, 4) corner boxes */
+    int64_t a_stride;   /* N * 4, or 0 when one set of anchors serves every image */
+    const float *refs;  /* (B, 5, K) live references of every image: x1, y1, x2, y2, area */
+    const int64_t *cols;  /* (B, K) output column of each live reference */
+    const int64_t *count; /* (B,) live references of every image */
+    const uint8_t *prefix; /* (B,) the live references are the first count columns */
+    int64_t batch, n, m, k;
+    float offset, eps;
+    float *out;   /* (B, N, M) */
+    float *best;  /* (B, N) */
+    float *gmax;  /* (B, G, M) group maxima, or NULL */
+    int64_t groups;  /* G */
+} iou_job;
+
+/* Box area as bbox._planes_and_areas computes it; a non-finite area makes the box a
+ * point at the origin with infinite area (it intersects nothing). */
+static inline float box_area(float *x1, float *y1, float *x2, float *y2, float offset) {
+    float area = (*x2 - *x1 + offset) * (*y2 - *y1 + offset);
+    if (!isfinite(area)) {
+        *x1 = *y1 = *x2 = *y2 = 0.0f;
+        return INFINITY;
+    }
+    return area < 0.0f ? 0.0f : area;
+}
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+/* Row i of image b: its IoU written into the result, its maximum into best; tmp (K
+ * floats) keeps the IoU of the image's live references, whole vectors of LANES. */
+static inline __attribute__((always_inline)) void iou_row(const iou_job *job, int64_t b, int64_t i,
+                                                           float *restrict tmp) {
+    const int64_t m = job->m, k = job->k;
+    const float *box = job->a + b * job->a_stride + i * 4;
+    float x1 = box[0], y1 = box[1], x2 = box[2], y2 = box[3];
+    const float area = box_area(&x1, &y1, &x2, &y2, job->offset) + job->eps;
+    const float *rx1 = job->refs + b * 5 * k, *ry1 = rx1 + k, *rx2 = ry1 + k, *ry2 = rx2 + k, *rarea = ry2 + k;
+    const int64_t live = job->count[b];
+    const int64_t width = (live + LANES - 1) / LANES * LANES;
+    float lane_max[LANES] __attribute__((aligned(64)));
+    for (int l = 0; l < LANES; l++) lane_max[l] = 0.0f;
+    for (int64_t j0 = 0; j0 < width; j0 += LANES) {
+        for (int l = 0; l < LANES; l++) {
+            const int64_t j = j0 + l;
+            const float right = x2 < rx2[j] ? x2 : rx2[j], left = x1 > rx1[j] ? x1 : rx1[j];
+            const float bottom = y2 < ry2[j] ? y2 : ry2[j], top = y1 > ry1[j] ? y1 : ry1[j];
+            float w = right - left + job->offset, h = bottom - top + job->offset;
+            w = w < 0.0f ? 0.0f : (w > F16_MAX ? F16_MAX : w);
+            h = h < 0.0f ? 0.0f : (h > F16_MAX ? F16_MAX : h);
+            const float inter = w * h;
+            const float v = inter / ((area + rarea[j]) - inter);
+            tmp[j] = v;
+            lane_max[l] = v > lane_max[l] ? v : lane_max[l];
+        }
+    }
+    float best = 0.0f;
+    for (int l = 0; l < LANES; l++) best = lane_max[l] > best ? lane_max[l] : best;
+    job->best[b * job->n + i] = best;
+    float *row = job->out + (b * job->n + i) * m;
+    if (job->prefix[b]) {
+        const int64_t head = width < m ? width : m;  /* padding columns compute to 0 */
+        memcpy(row, tmp, head * sizeof(float));
+        if (head < m) memset(row + head, 0, (m - head) * sizeof(float));
+    } else {
+        memset(row, 0, m * sizeof(float));
+        const int64_t *cols = job->cols + b * k;
+        for (int64_t j = 0; j < live; j++) row[cols[j]] = tmp[j];
+    }
+}
+
+/* Rows begin..end (flat b * N + i) of the result. */
+VECTOR_CLONES
+static void iou_rows(const iou_job *job, int64_t begin, int64_t end, float *restrict tmp) {
+    for (int64_t r = begin; r < end; r++) iou_row(job, r / job->n, r % job->n, tmp);
+}
+
+/* Groups begin..end (flat b * G + g) of the result and their maxima: group g of an image
+ * holds its rows g, g + G, g + 2 G, ... (the matcher's grouping), and its maximum over
+ * them goes to gmax (B, G, M), which is 0 where no IoU is above 0. */
+VECTOR_CLONES
+static void iou_groups(const iou_job *job, int64_t begin, int64_t end, float *restrict tmp) {
+    const int64_t n = job->n, m = job->m, k = job->k, g = job->groups;
+    for (int64_t b = begin / g; b <= (end - 1) / g && begin < end; b++) {
+        const int64_t lo = b == begin / g ? begin % g : 0, hi = b == (end - 1) / g ? (end - 1) % g + 1 : g;
+        float *gmax = job->gmax + (b * g) * m;
+        memset(gmax + lo * m, 0, (hi - lo) * m * sizeof(float));
+        const int64_t live = job->count[b], width = (live + LANES - 1) / LANES * LANES;
+        const int64_t head = width < m ? width : m;
+        const int64_t *cols = job->cols + b * k;
+        for (int64_t base = 0; base < n; base += g) {  /* block by block: each keeps its rows in order */
+            for (int64_t grp = lo; grp < hi && base + grp < n; grp++) {
+                iou_row(job, b, base + grp, tmp);
+                float *best = gmax + grp * m;
+                if (job->prefix[b]) {
+                    for (int64_t j = 0; j < head; j++) best[j] = tmp[j] > best[j] ? tmp[j] : best[j];
+                } else {
+                    for (int64_t j = 0; j < live; j++) {
+                        const int64_t c = cols[j];
+                        best[c] = tmp[j] > best[c] ? tmp[j] : best[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Every row (or every group when the job has gmax), split evenly over the threads;
+ * nonzero when a row buffer could not be had. */
+static int iou_parallel(const iou_job *job, int threads) {
+    const int64_t units = job->batch * (job->gmax != NULL ? job->groups : job->n);
+    int failed = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+#endif
+    {
+        int64_t t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num(), nt = omp_get_num_threads();
+#endif
+        float *tmp = aligned_alloc(64, (size_t)job->k * sizeof(float));  /* K: whole 64-byte vectors */
+        if (tmp == NULL) {
+            failed = 1;
+        } else {
+            const int64_t begin = units * t / nt, end = units * (t + 1) / nt;
+            if (job->gmax != NULL) iou_groups(job, begin, end, tmp);
+            else iou_rows(job, begin, end, tmp);
+            free(tmp);
+        }
+    }
+    return failed;
+}
+
+/* box_iou(a, a_batch, b, b_batch, batch, n, m, offset, eps, out, best, gmax, groups, threads):
+ * a (a_batch, n, 4) and b (b_batch, m, 4) contiguous float32 corner boxes (a batch of 1
+ * serves every image), out (batch, n, m) and best (batch, n) float32; gmax (batch, groups,
+ * m) float32, or 0 for none. */
+static PyObject *native_box_iou(PyObject *self, PyObject *args) {
+    unsigned long long a_ptr, b_ptr, out_ptr, best_ptr, gmax_ptr;
+    long long a_batch, b_batch, batch, n, m, groups;
+    double offset, eps;
+    int threads;
+    if (!PyArg_ParseTuple(args, "KLKLLLLddKKKLi", &a_ptr, &a_batch, &b_ptr, &b_batch, &batch, &n, &m,
+                          &offset, &eps, &out_ptr, &best_ptr, &gmax_ptr, &groups, &threads))
+        return NULL;
+    if (batch < 0 || n < 0 || m < 0 || (a_batch != 1 && a_batch != batch) || (b_batch != 1 && b_batch != batch) ||
+        (gmax_ptr != 0 && (groups < 1 || groups > n))) {
+        PyErr_SetString(PyExc_ValueError, "box_iou: inconsistent sizes");
+        return NULL;
+    }
+    if (threads < 1) threads = 1;
+    const float *a = (const float *)(uintptr_t)a_ptr, *b = (const float *)(uintptr_t)b_ptr;
+    const float off = (float)offset;
+    /* Live references of every image (width and height + offset > 0), padded to LANES. */
+    int64_t k = LANES;
+    for (int64_t i = 0; i < batch; i++) {
+        const float *bi = b + (b_batch == 1 ? 0 : i * m * 4);
+        int64_t live = 0;
+        for (int64_t j = 0; j < m; j++) {
+            float x1 = bi[j * 4], y1 = bi[j * 4 + 1], x2 = bi[j * 4 + 2], y2 = bi[j * 4 + 3];
+            box_area(&x1, &y1, &x2, &y2, off);
+            live += (x2 - x1 + off > 0.0f) && (y2 - y1 + off > 0.0f);
+        }
+        const int64_t padded = (live + LANES - 1) / LANES * LANES;
+        if (padded > k) k = padded;
+    }
+    float *refs = malloc(sizeof(float) * (size_t)(batch * 5 * k + 1));
+    int64_t *cols = malloc(sizeof(int64_t) * (size_t)(batch * k + 1));
+    int64_t *count = malloc(sizeof(int64_t) * (size_t)(batch + 1));
+    uint8_t *prefix = malloc((size_t)(batch + 1));
+    if (!refs || !cols || !count || !prefix) {
+        free(refs), free(cols), free(count), free(prefix);
+        return PyErr_NoMemory();
+    }
+    for (int64_t i = 0; i < batch; i++) {
+        const float *bi = b + (b_batch == 1 ? 0 : i * m * 4);
+        float *rx1 = refs + i * 5 * k, *ry1 = rx1 + k, *rx2 = ry1 + k, *ry2 = rx2 + k, *rarea = ry2 + k;
+        int64_t live = 0;
+        uint8_t in_order = 1;
+        for (int64_t j = 0; j < m; j++) {
+            float x1 = bi[j * 4], y1 = bi[j * 4 + 1], x2 = bi[j * 4 + 2], y2 = bi[j * 4 + 3];
+            const float area = box_area(&x1, &y1, &x2, &y2, off);
+            if (!((x2 - x1 + off > 0.0f) && (y2 - y1 + off > 0.0f))) continue;
+            rx1[live] = x1, ry1[live] = y1, rx2[live] = x2, ry2[live] = y2, rarea[live] = area;
+            in_order &= j == live;
+            cols[i * k + live] = j;
+            live++;
+        }
+        count[i] = live;
+        prefix[i] = in_order;
+        for (int64_t j = live; j < k; j++) {  /* dead padding: IoU exactly 0 with everything */
+            rx1[j] = ry1[j] = 0.0f, rx2[j] = ry2[j] = -INFINITY, rarea[j] = 0.0f;
+            cols[i * k + j] = -1;
+        }
+    }
+    const iou_job job = {a, a_batch == 1 ? 0 : n * 4, refs, cols, count, prefix, batch, n, m, k, off, (float)eps,
+                         (float *)(uintptr_t)out_ptr, (float *)(uintptr_t)best_ptr,
+                         (float *)(uintptr_t)gmax_ptr, groups};
+    const int64_t rows = batch * n;
+    if (rows < (int64_t)threads * 256) threads = rows < 256 ? 1 : (int)(rows / 256);  /* small: fewer threads */
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (rows > 0) failed = iou_parallel(&job, threads);
+    Py_END_ALLOW_THREADS
+    free(refs), free(cols), free(count), free(prefix);
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"box_iou", native_box_iou, METH_VARARGS, "IoU of float32 boxes into out, row maxima into best, group maxima into gmax."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", "detblocks' native CPU kernels.", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }

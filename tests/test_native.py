@@ -1,0 +1,201 @@
+"""The native CPU kernels give the PyTorch paths' results bit for bit.
+
+Each case is computed three ways: by the native kernel, by the eager PyTorch path in
+blocks, and by the single broadcast computation that tracing and autograd use.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sysconfig
+
+import pytest
+import torch
+
+import detblocks
+from detblocks import bbox, matcher
+from detblocks.bbox import box_iou
+
+pytestmark = pytest.mark.skipif(bbox._native is None, reason="native kernels not built")
+
+
+def _random_boxes(g: torch.Generator, shape: tuple[int, ...], scale: float = 100.0) -> torch.Tensor:
+    xy = torch.rand(*shape, 2, generator=g) * scale
+    wh = torch.rand(*shape, 2, generator=g) * scale / 2
+    return torch.cat([xy, xy + wh], -1)
+
+
+def _torch_paths(monkeypatch, a, b, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+    """box_iou without the native kernel: in blocks of 7 rows, and as one broadcast."""
+    with monkeypatch.context() as m:
+        m.setattr(bbox, "_native", None)
+        m.setattr(bbox, "_IOU_BLOCK_ELEMENTS", max(a.shape[0], b.shape[0]) * b.shape[1] * 7)
+        blocked = box_iou(a, b, **kw)
+        m.setattr(bbox, "_IOU_BLOCK_ELEMENTS", 0)
+        single = box_iou(a, b, **kw)
+    return blocked, single
+
+
+def _assert_same(x: torch.Tensor, y: torch.Tensor) -> None:
+    assert x.dtype == y.dtype and x.shape == y.shape
+    assert torch.equal(x, y), (x - y).abs().max()
+
+
+def test_built_where_a_c_compiler_is():
+    """`pip install` builds the kernels when it finds a C compiler; a silent failure to build
+    would leave every user on the slower path."""
+    if os.environ.get("DETBLOCKS_NATIVE", "1").strip() == "0":
+        pytest.skip("turned off by DETBLOCKS_NATIVE=0")
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        pytest.skip(f"no C compiler ({cc})")
+    assert detblocks.NATIVE
+
+
+@pytest.mark.parametrize("m", [1, 5, 16, 17, 40, 300])
+@pytest.mark.parametrize("offset", [0.0, 1.0, 2.5])
+def test_box_iou_equals_pytorch_paths(monkeypatch, m, offset):
+    g = torch.Generator().manual_seed(m)
+    a, b = _random_boxes(g, (3, 257)), _random_boxes(g, (3, m))
+    b[0, m // 2 :] = -1  # padding at the end: the live references are a prefix
+    if m > 2:
+        b[1, 1] = -1  # a padding row in the middle: they are not
+    b[2, 0, 2:] = b[2, 0, :2]  # zero area
+    native = box_iou(a, b, offset=offset)
+    blocked, single = _torch_paths(monkeypatch, a, b, offset=offset)
+    _assert_same(native, blocked)
+    _assert_same(native, single)
+    assert torch.equal(bbox._recorded_best_iou(native), native.amax(-1))
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-15, 0.25])
+def test_box_iou_degenerate_boxes_equal_pytorch_paths(monkeypatch, eps):
+    inf, nan = math.inf, math.nan
+    boxes = torch.tensor(
+        [
+            [0.0, 0.0, 10.0, 10.0],
+            [5.0, 5.0, 5.0, 5.0],  # a point
+            [8.0, 0.0, 2.0, 10.0],  # inverted on x
+            [nan, 0.0, 4.0, 4.0],
+            [0.0, -inf, 4.0, 4.0],
+            [-1.0, -1.0, -1.0, -1.0],  # padding
+            [-2e5, -2e5, 2e5, 2e5],  # sides beyond float16's range: clipped
+            [1e30, 1e30, 3e30, 3e30],  # area overflows float32: counts as non-finite
+            [-0.0, -0.0, 0.0, 3.0],
+            [2.0, 3.0, 7.0, 9.0],
+        ]
+    )
+    a = torch.stack([boxes, boxes.flip(0)])
+    b = torch.stack([boxes.flip(0), boxes])
+    for offset in (0.0, 1.0):
+        native = box_iou(a, b, offset=offset, eps=eps)
+        blocked, single = _torch_paths(monkeypatch, a, b, offset=offset, eps=eps)
+        _assert_same(native, blocked)
+        _assert_same(native, single)
+        assert bool(torch.isfinite(native).all())
+
+
+def test_box_iou_batch_broadcast_and_layouts(monkeypatch):
+    g = torch.Generator().manual_seed(3)
+    anchors, refs = _random_boxes(g, (1, 300)), _random_boxes(g, (4, 9))
+    cases = [
+        (anchors, refs),  # one set of anchors, batch 1
+        (anchors.expand(4, -1, -1), refs),  # expanded: read once
+        (refs, anchors),  # one set of references
+        (anchors.expand(4, -1, -1).transpose(1, 2).contiguous().transpose(1, 2), refs),  # strided rows
+        (anchors[0], refs[0]),  # single image, 2-d
+    ]
+    for a, b in cases:
+        _assert_same(box_iou(a, b), _torch_paths(monkeypatch, a, b)[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_box_iou_half_precision_equals_pytorch_paths(monkeypatch, dtype):
+    g = torch.Generator().manual_seed(4)
+    a, b = _random_boxes(g, (2, 200)).to(dtype), _random_boxes(g, (2, 7)).to(dtype)
+    native = box_iou(a, b)
+    assert native.dtype == dtype
+    _assert_same(native, _torch_paths(monkeypatch, a, b)[0])
+    assert torch.equal(bbox._recorded_best_iou(native), native.amax(-1))
+
+
+def test_box_iou_same_result_on_any_number_of_threads():
+    g = torch.Generator().manual_seed(5)
+    a, b = _random_boxes(g, (3, 5000)), _random_boxes(g, (3, 21))
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            results.append(box_iou(a, b))
+    finally:
+        torch.set_num_threads(before)
+    for r in results[1:]:
+        _assert_same(r, results[0])
+
+
+def test_box_iou_float64_and_autograd_take_pytorch_paths():
+    g = torch.Generator().manual_seed(6)
+    a, b = _random_boxes(g, (2, 50)).double(), _random_boxes(g, (2, 4)).double()
+    assert not bbox._native_iou_applies(a, b, torch.float64)
+    a32 = a.float().requires_grad_()
+    assert not bbox._native_iou_applies(a32, b.float(), torch.float32)
+    box_iou(a32, b.float()).sum().backward()
+    assert a32.grad is not None and bool(torch.isfinite(a32.grad).all())
+    with torch.no_grad():
+        assert bbox._native_iou_applies(a32, b.float(), torch.float32)
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 1000, 8732])
+def test_recorded_group_maxima_equal_the_matchers_scan(n):
+    """The native kernel records the maxima of the matcher's groups of rows; the matcher's
+    own scan of a copy of the matrix (nothing recorded) finds the same ones."""
+    g = torch.Generator().manual_seed(n)
+    a, b = _random_boxes(g, (2, n)), _random_boxes(g, (2, 12))
+    b[1, 3] = -1  # live references not a prefix in one image
+    b[0, 6:] = -1
+    ious = box_iou(a, b)
+    recorded = bbox._recorded_group_best(ious)
+    assert recorded is not None
+    scan = matcher._scan(ious.clone(), 1)
+    assert recorded.shape == scan.gmax.shape
+    assert torch.equal(recorded, scan.gmax)
+    assert torch.equal(matcher._scan(ious, 1).colmax, scan.colmax)
+
+
+def test_matchers_on_recorded_group_maxima_equal_the_scan():
+    """Coarse boxes: many equal IoUs, so the tie rules decide. Matching the result itself
+    (recorded maxima) and a copy (the scan) gives the same matches."""
+    g = torch.Generator().manual_seed(7)
+    a = (torch.rand(3, 5000, 4, generator=g) * 20).round()
+    a[..., 2:] += a[..., :2] + 1
+    b = torch.cat([a[:, :10], (torch.rand(3, 20, 4, generator=g) * 20).round()], 1)
+    b[..., 2:] = torch.maximum(b[..., 2:], b[..., :2] + 1)
+    b[:, 25:] = -1
+    ious = box_iou(a, b)
+    assert bbox._recorded_group_best(ious) is not None
+    for share_max in (True, False):
+        bipartite = matcher.BipartiteMatcher(share_max=share_max)
+        m = matcher.CompositeMatcher([bipartite, matcher.MaximumMatcher(0.5)])
+        assert torch.equal(m(ious), m(ious.clone()))
+    ious.mul_(1.0)  # any in-place change drops the record
+    assert bbox._recorded_group_best(ious) is None
+
+
+def test_no_group_maxima_beyond_256_references():
+    g = torch.Generator().manual_seed(8)
+    ious = box_iou(_random_boxes(g, (1, 100)), _random_boxes(g, (1, 257)))
+    assert bbox._recorded_group_best(ious) is None
+    assert bbox._recorded_best_iou(ious) is not None
+
+
+def test_turned_off_by_environment_variable(tmp_path):
+    import subprocess
+    import sys
+
+    code = "import detblocks, detblocks.bbox as b; print(detblocks.NATIVE, b._native is None)"
+    env = {**os.environ, "DETBLOCKS_NATIVE": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
