@@ -199,3 +199,45 @@ def test_turned_off_by_environment_variable(tmp_path):
     env = {**os.environ, "DETBLOCKS_NATIVE": "0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+# --------------------------------------------------------------------------- OHEM
+def _ohem_case(seed: int, B: int, N: int, C: int, ties: bool):
+    g = torch.Generator().manual_seed(seed)
+    matches = torch.where(torch.rand(B, N, generator=g) < 0.05, torch.randint(0, 7, (B, N), generator=g), -1)
+    matches[0] = -1  # an image without positives
+    logits = torch.randn(B, N, C, generator=g)
+    if ties:  # few distinct values: many equally hard anchors, the lower index first
+        logits = (logits * 2).round() / 2
+    ious = torch.rand(B, N, 7, generator=g) * 0.8
+    return matches, logits, ious
+
+
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("ratio,min_samples", [(3.0, 0), (1.0, 50), (0.5, 0), (1000.0, 0)])
+def test_ohem_equals_pytorch_path(monkeypatch, ties, ratio, min_samples):
+    from detblocks import sampler
+
+    matches, logits, ious = _ohem_case(int(ratio) + min_samples + ties, 5, 3000, 21, ties)
+    native = sampler.ohem_sample(matches, logits, ious, ratio, min_samples)
+    with monkeypatch.context() as m:
+        m.setattr(sampler, "_native", None)
+        topk = sampler.ohem_sample(matches, logits, ious, ratio, min_samples)
+        m.setattr(sampler, "tracing", lambda: True)  # the full sort that tracing uses
+        sort = sampler._ohem(matches, logits, ious, ratio, min_samples, 0.5)
+    assert native.dtype == torch.int64 and torch.equal(native, topk) and torch.equal(native, sort)
+    assert int((native == -1).sum()) > 0
+
+
+def test_ohem_on_strided_and_edge_inputs(monkeypatch):
+    from detblocks import sampler
+
+    matches, logits, ious = _ohem_case(3, 4, 500, 6, True)
+    logits = logits.transpose(0, 1).contiguous().transpose(0, 1)  # strided batch axis
+    matches[1] = 0  # every anchor positive: no negative
+    matches = matches.t().contiguous().t()
+    native = sampler.ohem_sample(matches, logits, ious, 3.0, 10)
+    with monkeypatch.context() as m:
+        m.setattr(sampler, "_native", None)
+        assert torch.equal(native, sampler.ohem_sample(matches, logits, ious, 3.0, 10))
+    assert bool((native[1] == 1).all())

@@ -5,6 +5,8 @@
  * box_iou: the IoU matrix of float32 boxes in one pass, each anchor's best IoU on the
  * side. It follows bbox._iou_block operation for operation (same roundings: no fused
  * multiply-add, see setup.py), so its output equals the PyTorch path's exactly.
+ * ohem_samples: OHEM's samples from the background log-probabilities, a selection of the
+ * k largest of sampler._hardest_k's unique integer keys per image (so the same anchors).
  *
  * The functions take the addresses of contiguous tensors prepared by the Python side
  * and release the GIL while they compute, on `threads` OpenMP threads. Built with
@@ -169,6 +171,7 @@ static int iou_parallel(const iou_job *job, int threads) {
  * serves every image), out (batch, n, m) and best (batch, n) float32; gmax (batch, groups,
  * m) float32, or 0 for none. */
 static PyObject *native_box_iou(PyObject *self, PyObject *args) {
+    (void)self;
     unsigned long long a_ptr, b_ptr, out_ptr, best_ptr, gmax_ptr;
     long long a_batch, b_batch, batch, n, m, groups;
     double offset, eps;
@@ -240,12 +243,121 @@ static PyObject *native_box_iou(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------------------- hard negatives */
+
+/* The k-th largest of v[0..n) (k >= 1), v reordered: quickselect, median-of-three pivots. */
+static int64_t kth_largest(int64_t *v, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1, want = k - 1;  /* position of the answer in descending order */
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        int64_t a = v[lo], b = v[mid], c = v[hi];
+        const int64_t pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        int64_t i = lo, j = hi;
+        while (i <= j) {  /* descending: larger first */
+            while (v[i] > pivot) i++;
+            while (v[j] < pivot) j--;
+            if (i <= j) {
+                const int64_t t = v[i];
+                v[i] = v[j], v[j] = t;
+                i++, j--;
+            }
+        }
+        if (want <= j) hi = j;
+        else if (want >= i) lo = i;
+        else return v[want];
+    }
+    return v[want];
+}
+
+typedef struct {
+    const int64_t *matches;  /* (B, N) */
+    const char *log_p;       /* log_p_bg[b, i] at log_p + b * stride_b + i * stride_n (bytes), float32 */
+    int64_t stride_b, stride_n;
+    const uint8_t *eligible; /* (B, N) bool */
+    const int64_t *num_neg;  /* (B,) */
+    int64_t batch, n;
+    int64_t *samples;        /* (B, N) */
+} ohem_job;
+
+/* Hardness key of anchor i: the magnitude bits of log_p_bg (which order like the hardness
+ * -log_p_bg) times N, minus i: unique, and larger for harder anchors, on equal hardness
+ * for the lower one (sampler._hardest_k's key). */
+static inline int64_t hardness_key(const ohem_job *job, int64_t b, int64_t i) {
+    int32_t bits;
+    memcpy(&bits, job->log_p + b * job->stride_b + i * job->stride_n, sizeof bits);
+    return (int64_t)(bits & 0x7FFFFFFF) * job->n - i;
+}
+
+static void ohem_rows(const ohem_job *job, int64_t begin, int64_t end, int64_t *keys) {
+    const int64_t n = job->n;
+    for (int64_t b = begin; b < end; b++) {
+        const int64_t *matches = job->matches + b * n;
+        const uint8_t *eligible = job->eligible + b * n;
+        int64_t *samples = job->samples + b * n;
+        int64_t count = 0;
+        for (int64_t i = 0; i < n; i++) {
+            if (eligible[i]) keys[count++] = hardness_key(job, b, i);
+        }
+        const int64_t k = job->num_neg[b] < count ? job->num_neg[b] : count;
+        /* the k largest keys are those at least the k-th largest (keys are unique) */
+        const int64_t floor = k <= 0 ? INT64_MAX : kth_largest(keys, count, k);
+        for (int64_t i = 0; i < n; i++) {
+            const int negative = eligible[i] && k > 0 && hardness_key(job, b, i) >= floor;
+            samples[i] = matches[i] >= 0 ? 1 : (negative ? -1 : 0);
+        }
+    }
+}
+
+/* ohem_samples(matches, log_p, stride_b, stride_n, eligible, num_neg, batch, n, samples,
+ * threads): samples (batch, n) int64 of OHEM, +1 where matches >= 0, -1 at the num_neg[b]
+ * hardest eligible anchors of image b, 0 elsewhere. Strides of log_p_bg in bytes. */
+static PyObject *native_ohem_samples(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long matches, log_p, eligible, num_neg, samples;
+    long long stride_b, stride_n, batch, n;
+    int threads;
+    if (!PyArg_ParseTuple(args, "KKLLKKLLKi", &matches, &log_p, &stride_b, &stride_n, &eligible, &num_neg,
+                          &batch, &n, &samples, &threads))
+        return NULL;
+    if (batch < 0 || n < 0) {
+        PyErr_SetString(PyExc_ValueError, "ohem_samples: negative sizes");
+        return NULL;
+    }
+    const ohem_job job = {(const int64_t *)(uintptr_t)matches, (const char *)(uintptr_t)log_p, stride_b, stride_n,
+                          (const uint8_t *)(uintptr_t)eligible, (const int64_t *)(uintptr_t)num_neg, batch, n,
+                          (int64_t *)(uintptr_t)samples};
+    if (threads < 1) threads = 1;
+    if (threads > batch) threads = batch < 1 ? 1 : (int)batch;
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+#endif
+    {
+        int64_t t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num(), nt = omp_get_num_threads();
+#endif
+        int64_t *keys = malloc((size_t)(n + 1) * sizeof(int64_t));
+        if (keys == NULL) {
+            failed = 1;
+        } else {
+            ohem_rows(&job, batch * t / nt, batch * (t + 1) / nt, keys);
+            free(keys);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"box_iou", native_box_iou, METH_VARARGS, "IoU of float32 boxes into out, row maxima into best, group maxima into gmax."},
+    {"ohem_samples", native_ohem_samples, METH_VARARGS, "OHEM samples from float32 background log-probabilities."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", "detblocks' native CPU kernels.", -1,
-                                    methods};
+                                    methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__native(void) { return PyModule_Create(&module); }

@@ -48,6 +48,7 @@ from detblocks._checks import (
     shape_str,
     tracing,
 )
+from detblocks._kernels import native as _native
 from detblocks.bbox import _SAME_WIDTH_INT, _recorded_best_iou
 from detblocks.conventions import Sample
 
@@ -225,6 +226,28 @@ def _hardest_k(log_p_bg: Tensor, eligible: Tensor, num_neg: Tensor) -> tuple[Ten
     return index, take
 
 
+def _native_ohem(matches: Tensor, log_p_bg: Tensor, eligible: Tensor, num_neg: Tensor) -> Tensor:
+    """The samples of :func:`_ohem` by the native kernel (eager float32 on CPU): per image, a
+    selection of the ``num_neg[b]`` largest keys of :func:`_hardest_k`, so the same anchors."""
+    B, N = matches.shape
+    matches, eligible, num_neg = matches.contiguous(), eligible.contiguous(), num_neg.contiguous()
+    samples = _alloc.empty_large((B, N), torch.int64, matches.device)
+    size = log_p_bg.element_size()
+    _native.ohem_samples(
+        matches.data_ptr(),
+        log_p_bg.data_ptr(),
+        log_p_bg.stride(0) * size,
+        log_p_bg.stride(1) * size,
+        eligible.data_ptr(),
+        num_neg.data_ptr(),
+        B,
+        N,
+        samples.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return samples
+
+
 def ohem_sample(
     matches: Tensor,
     logits: Tensor,
@@ -299,6 +322,8 @@ def _ohem(
     else:
         log_p_bg = torch.log_softmax(logits, -1, dtype=_compute_dtype(logits))[..., 0]  # (B, N)
     if log_p_bg.dtype == torch.float32 and not tracing():
+        if _native is not None and log_p_bg.device.type == "cpu":
+            return _native_ohem(matches, log_p_bg, eligible, num_neg)
         index, take = _hardest_k(log_p_bg, eligible, num_neg)
         # +1 positive, -1 negative (never both: negatives are unmatched)
         return positive.to(torch.int64).scatter_add_(1, index, take.to(torch.int64).neg_())
