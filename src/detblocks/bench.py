@@ -1074,8 +1074,9 @@ def _versions() -> dict[str, str]:
 
     import detblocks
 
+    kernels = "native kernels" if detblocks.NATIVE else "no native kernels"
     return {
-        "detblocks": detblocks.__version__,
+        "detblocks": f"{detblocks.__version__} ({kernels})",
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
     }
@@ -1083,7 +1084,13 @@ def _versions() -> dict[str, str]:
 
 #: Environment variables that change CPU timings (threads, huge pages for large tensors,
 #: glibc's handling of freed memory); printed with the results when set.
-_ENV_KNOBS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "THP_MEM_ALLOC_ENABLE", "ATEN_CPU_CAPABILITY")
+_ENV_KNOBS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "THP_MEM_ALLOC_ENABLE",
+    "ATEN_CPU_CAPABILITY",
+    "DETBLOCKS_NATIVE",
+)
 
 
 def _cpu_model() -> str:
