@@ -5,27 +5,39 @@ at install time. When it cannot be built (no C compiler), installation goes on w
 it and detblocks computes the same results with PyTorch ops.
 """
 
+import os
+import tempfile
+
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+_OPENMP_PROBE = "#include <omp.h>\nint main(void) { return omp_get_num_threads() - 1; }\n"
 
 
 class _BuildExt(build_ext):
     def build_extensions(self) -> None:
         if self.compiler.compiler_type == "unix":
+            # No fused multiply-add: every rounding must be the PyTorch path's.
+            flags = ["-O3", "-ffp-contract=off", "-std=c11"]
+            # With OpenMP the kernels run on PyTorch's own thread team; without, on one thread.
+            openmp = ["-fopenmp"] if self._links(["-fopenmp"]) else []
             for ext in self.extensions:
-                # No fused multiply-add: every rounding must be the PyTorch path's.
-                ext.extra_compile_args += ["-O3", "-ffp-contract=off", "-std=c11"]
-        try:  # with OpenMP first: the kernels then run on PyTorch's own thread team
-            self._with_flags(["-fopenmp"], ["-fopenmp"])
-            super().build_extensions()
-        except Exception:  # no OpenMP: single-threaded kernels
-            self._with_flags([], [])
-            super().build_extensions()
+                ext.extra_compile_args += flags + openmp
+                ext.extra_link_args += openmp
+        super().build_extensions()
 
-    def _with_flags(self, compile_args: list[str], link_args: list[str]) -> None:
-        for ext in self.extensions:
-            ext.extra_compile_args = [a for a in ext.extra_compile_args if a != "-fopenmp"] + compile_args
-            ext.extra_link_args = [a for a in ext.extra_link_args if a != "-fopenmp"] + link_args
+    def _links(self, flags: list[str]) -> bool:
+        """Whether a program using OpenMP compiles and links with ``flags``."""
+        with tempfile.TemporaryDirectory() as tmp:
+            source = os.path.join(tmp, "probe.c")
+            with open(source, "w") as fh:
+                fh.write(_OPENMP_PROBE)
+            try:
+                objects = self.compiler.compile([source], output_dir=tmp, extra_postargs=flags)
+                self.compiler.link_executable(objects, "probe", output_dir=tmp, extra_postargs=flags)
+            except Exception:  # any compiler or linker failure: build without
+                return False
+        return True
 
 
 setup(
