@@ -241,3 +241,30 @@ def test_ohem_on_strided_and_edge_inputs(monkeypatch):
         m.setattr(sampler, "_native", None)
         assert torch.equal(native, sampler.ohem_sample(matches, logits, ious, 3.0, 10))
     assert bool((native[1] == 1).all())
+
+
+# --------------------------------------------------------------------------- per-class decoding
+@pytest.mark.parametrize("thresh", [0.01, 0.1, 0.0, -1.0, 1 / 3])
+def test_decode_per_class_equals_pytorch_path(monkeypatch, thresh):
+    from detblocks import coder
+
+    g = torch.Generator().manual_seed(9)
+    x = torch.rand(3, 500, 21, generator=g).softmax(-1)
+    t32 = torch.tensor(thresh, dtype=torch.float32)
+    # values at the threshold as float32 rounds it, and one float32 step either side of it
+    x[0, :3, 1] = torch.stack(
+        [t32, torch.nextafter(t32, torch.tensor(2.0)), torch.nextafter(t32, torch.tensor(-2.0))]
+    )
+    x[1, 0, 2:5] = torch.tensor([math.nan, -0.0, math.inf])
+    for axis, inp in ((-1, x), (1, x.transpose(1, 2)), (-1, x[:, ::2])):  # strided and permuted layouts
+        native = coder.decode_per_class(inp, thresh, axis)
+        with monkeypatch.context() as m:
+            m.setattr(coder, "_native", None)
+            want = coder.decode_per_class(inp, thresh, axis)
+        for got, ref in zip(native, want):
+            assert got.dtype == ref.dtype and got.shape == ref.shape
+            assert torch.equal(got, ref)
+            assert torch.equal(
+                got.view(torch.int64 if got.dtype == torch.int64 else torch.int32),
+                ref.view(torch.int64 if ref.dtype == torch.int64 else torch.int32),
+            )

@@ -7,6 +7,7 @@
  * multiply-add, see setup.py), so its output equals the PyTorch path's exactly.
  * ohem_samples: OHEM's samples from the background log-probabilities, a selection of the
  * k largest of sampler._hardest_k's unique integer keys per image (so the same anchors).
+ * decode_per_class: coder.decode_per_class's class ids and scores in one pass.
  *
  * The functions take the addresses of contiguous tensors prepared by the Python side
  * and release the GIL while they compute, on `threads` OpenMP threads. Built with
@@ -351,9 +352,83 @@ static PyObject *native_ohem_samples(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------------------- per-class decoding */
+
+typedef struct {
+    const float *x;          /* scores (B, N, C), element strides sb, sn, sc */
+    int64_t sb, sn, sc, n, classes;  /* classes = C - 1 foreground classes */
+    float thresh;
+    int64_t *cls;            /* (B, N, C - 1) */
+    float *scores;           /* (B, N, C - 1) */
+} per_class_job;
+
+/* Rows begin..end (flat b * N + i): class j (0-based among the foreground) kept where its
+ * score is above thresh, else -1 and score 0 (coder.decode_per_class). */
+VECTOR_CLONES
+static void per_class_rows(const per_class_job *job, int64_t begin, int64_t end) {
+    const int64_t classes = job->classes;
+    const float thresh = job->thresh;
+    for (int64_t r = begin; r < end; r++) {
+        const float *row = job->x + (r / job->n) * job->sb + (r % job->n) * job->sn;
+        int64_t *restrict cls = job->cls + r * classes;
+        float *restrict out = job->scores + r * classes;
+        if (job->sc == 1) {
+            const float *v = row + 1;
+            for (int64_t j = 0; j < classes; j++) {
+                const int keep = v[j] > thresh;
+                cls[j] = keep ? j : -1;
+                out[j] = keep ? v[j] : 0.0f;
+            }
+        } else {
+            for (int64_t j = 0; j < classes; j++) {
+                const float v = row[(j + 1) * job->sc];
+                const int keep = v > thresh;
+                cls[j] = keep ? j : -1;
+                out[j] = keep ? v : 0.0f;
+            }
+        }
+    }
+}
+
+/* decode_per_class(x, sb, sn, sc, batch, n, c, thresh, cls, scores, threads): x float32
+ * with element strides sb, sn, sc; cls (batch, n, c - 1) int64 and scores (batch, n, c - 1)
+ * float32 contiguous. The threshold is compared in float32. */
+static PyObject *native_decode_per_class(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long x, cls, scores;
+    long long sb, sn, sc, batch, n, c;
+    double thresh;
+    int threads;
+    if (!PyArg_ParseTuple(args, "KLLLLLLdKKi", &x, &sb, &sn, &sc, &batch, &n, &c, &thresh, &cls, &scores, &threads))
+        return NULL;
+    if (batch < 0 || n < 0 || c < 1) {
+        PyErr_SetString(PyExc_ValueError, "decode_per_class: inconsistent sizes");
+        return NULL;
+    }
+    const per_class_job job = {(const float *)(uintptr_t)x, sb, sn, sc, n, c - 1, (float)thresh,
+                               (int64_t *)(uintptr_t)cls, (float *)(uintptr_t)scores};
+    const int64_t rows = batch * n;
+    if (threads < 1) threads = 1;
+    if (rows < (int64_t)threads * 256) threads = rows < 256 ? 1 : (int)(rows / 256);
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+    {
+        int64_t t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num(), nt = omp_get_num_threads();
+#endif
+        per_class_rows(&job, rows * t / nt, rows * (t + 1) / nt);
+    }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"box_iou", native_box_iou, METH_VARARGS, "IoU of float32 boxes into out, row maxima into best, group maxima into gmax."},
     {"ohem_samples", native_ohem_samples, METH_VARARGS, "OHEM samples from float32 background log-probabilities."},
+    {"decode_per_class", native_decode_per_class, METH_VARARGS, "Thresholded per-class ids and scores."},
     {NULL, NULL, 0, NULL},
 };
 

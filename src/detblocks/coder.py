@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from detblocks import _alloc, _checks
+from detblocks._kernels import native as _native
 from detblocks.bbox import corner_to_center
 from detblocks.conventions import BACKGROUND, NO_MATCH, Sample
 
@@ -520,12 +521,41 @@ def decode_per_class(x: Tensor, thresh: float = 0.01, axis: int = -1) -> tuple[T
     """
     x = _class_last(x, axis)
     thresh = _checks.check_number("thresh", thresh)
+    if _native_decodes(x):
+        return _decode_per_class_native(x, thresh)
     scores = x[..., 1:]  # (B, N, C - 1)
     keep = _above(scores, thresh)
     classes = torch.arange(scores.shape[-1], device=x.device)  # (C - 1,)
     # Large outputs (hundreds of MB for SSD-sized batches) reuse cached buffers (see _alloc).
     cls_id = _alloc.where_large(keep, classes, classes.new_full((), NO_MATCH))
     return cls_id, _alloc.where_large(keep, scores, scores.new_zeros(()))
+
+
+def _native_decodes(x: Tensor) -> bool:
+    """Whether the native kernel decodes ``x``: eager float32 on CPU, no gradient to record."""
+    if _native is None or x.dtype != torch.float32 or x.device.type != "cpu" or _checks.tracing():
+        return False
+    return not (torch.is_grad_enabled() and x.requires_grad)
+
+
+def _decode_per_class_native(x: Tensor, thresh: float) -> tuple[Tensor, Tensor]:
+    """:func:`decode_per_class` in one pass by the native kernel (same comparison in float32,
+    same outputs), into reused memory."""
+    b, n, c = x.shape
+    cls_id = _alloc.empty_large((b, n, c - 1), torch.int64, x.device)
+    scores = _alloc.empty_large((b, n, c - 1), torch.float32, x.device)
+    _native.decode_per_class(
+        x.data_ptr(),
+        *x.stride(),
+        b,
+        n,
+        c,
+        float(thresh),
+        cls_id.data_ptr(),
+        scores.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return cls_id, scores
 
 
 def _above(scores: Tensor, thresh: float) -> Tensor:
