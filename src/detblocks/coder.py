@@ -514,6 +514,10 @@ def decode_per_class(x: Tensor, thresh: float = 0.01, axis: int = -1) -> tuple[T
         (Tensor[B, N, C - 1], Tensor[B, N, C - 1]): ``cls_id`` (int64 foreground class
         ``0..C-2``, -1 where dropped) and ``scores`` (0 where dropped), dtype of ``x``.
 
+    Eager float32 scores on CPU are decoded by detblocks' native kernel when it is built
+    (:data:`detblocks.NATIVE`), in one pass with the same results; both outputs reuse the
+    memory of earlier outputs that nothing references any more.
+
     Example:
         >>> import torch
         >>> decode_per_class(torch.tensor([[[0.5, 0.1, 0.4]]]), thresh=0.2)

@@ -279,6 +279,11 @@ def ohem_sample(
     Returns:
         Tensor[B, N] int64: ``+1`` positive, ``-1`` negative, ``0`` ignored.
 
+    The hardness is PyTorch's ``log_softmax``. In eager float32 on CPU, detblocks' native
+    kernel (:data:`detblocks.NATIVE`) picks each image's negatives by quickselect on unique
+    integer keys made from its bits, otherwise one top-k of the same keys does; under
+    tracing, a full sort. All three give the same samples.
+
     Example:
         >>> import torch
         >>> matches = torch.tensor([[0, -1, -1, -1, -1]])
