@@ -23,6 +23,9 @@ lint: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup -q
+	# The same golden cases and paths again without the native kernels (a machine without a C compiler).
+	DETBLOCKS_NATIVE=0 $(PY) -m pytest -n 2 --dist loadgroup -q \
+		tests/test_golden.py tests/test_bbox.py tests/test_matcher.py tests/test_sampler.py tests/test_coder.py
 
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet --site-dir build/site
