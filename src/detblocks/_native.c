@@ -42,7 +42,7 @@ typedef struct {
     float offset, eps;
     float *out;   /* (B, N, M) */
     float *best;  /* (B, N) */
-    float *gmax;  /* (B, G, M) group maxima, or NULL */
+    float *gmax;  /* (B, M, G) group maxima, or NULL */
     int64_t groups;  /* G */
 } iou_job;
 
@@ -113,28 +113,23 @@ static void iou_rows(const iou_job *job, int64_t begin, int64_t end, float *rest
 
 /* Groups begin..end (flat b * G + g) of the result and their maxima: group g of an image
  * holds its rows g, g + G, g + 2 G, ... (the matcher's grouping), and its maximum over
- * them goes to gmax (B, G, M), which is 0 where no IoU is above 0. */
+ * them goes to gmax[b, m, g] (B, M, G: each reference's group maxima contiguous), 0
+ * where no IoU is above 0. */
 VECTOR_CLONES
 static void iou_groups(const iou_job *job, int64_t begin, int64_t end, float *restrict tmp) {
     const int64_t n = job->n, m = job->m, k = job->k, g = job->groups;
     for (int64_t b = begin / g; b <= (end - 1) / g && begin < end; b++) {
         const int64_t lo = b == begin / g ? begin % g : 0, hi = b == (end - 1) / g ? (end - 1) % g + 1 : g;
-        float *gmax = job->gmax + (b * g) * m;
-        memset(gmax + lo * m, 0, (hi - lo) * m * sizeof(float));
-        const int64_t live = job->count[b], width = (live + LANES - 1) / LANES * LANES;
-        const int64_t head = width < m ? width : m;
+        float *gmax = job->gmax + b * m * g;
+        for (int64_t c = 0; c < m; c++) memset(gmax + c * g + lo, 0, (hi - lo) * sizeof(float));
+        const int64_t live = job->count[b];
         const int64_t *cols = job->cols + b * k;
         for (int64_t base = 0; base < n; base += g) {  /* block by block: each keeps its rows in order */
             for (int64_t grp = lo; grp < hi && base + grp < n; grp++) {
                 iou_row(job, b, base + grp, tmp);
-                float *best = gmax + grp * m;
-                if (job->prefix[b]) {
-                    for (int64_t j = 0; j < head; j++) best[j] = tmp[j] > best[j] ? tmp[j] : best[j];
-                } else {
-                    for (int64_t j = 0; j < live; j++) {
-                        const int64_t c = cols[j];
-                        best[c] = tmp[j] > best[c] ? tmp[j] : best[c];
-                    }
+                for (int64_t j = 0; j < live; j++) {
+                    float *best = gmax + cols[j] * g + grp;
+                    *best = tmp[j] > *best ? tmp[j] : *best;
                 }
             }
         }
@@ -169,8 +164,8 @@ static int iou_parallel(const iou_job *job, int threads) {
 
 /* box_iou(a, a_batch, b, b_batch, batch, n, m, offset, eps, out, best, gmax, groups, threads):
  * a (a_batch, n, 4) and b (b_batch, m, 4) contiguous float32 corner boxes (a batch of 1
- * serves every image), out (batch, n, m) and best (batch, n) float32; gmax (batch, groups,
- * m) float32, or 0 for none. */
+ * serves every image), out (batch, n, m) and best (batch, n) float32; gmax (batch, m,
+ * groups) float32, or 0 for none. */
 static PyObject *native_box_iou(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long a_ptr, b_ptr, out_ptr, best_ptr, gmax_ptr;
