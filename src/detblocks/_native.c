@@ -25,6 +25,7 @@
 #include <string.h>
 
 #define LANES 16   /* columns are padded to a multiple of this: whole vectors, no tail */
+#define TILE 16    /* rows computed before their group maxima are taken */
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -116,7 +117,7 @@ static void iou_rows(const iou_job *job, int64_t begin, int64_t end, float *rest
  * them goes to gmax[b, m, g] (B, M, G: each reference's group maxima contiguous), 0
  * where no IoU is above 0. */
 VECTOR_CLONES
-static void iou_groups(const iou_job *job, int64_t begin, int64_t end, float *restrict tmp) {
+static void iou_groups(const iou_job *job, int64_t begin, int64_t end, float *restrict tmp) {  /* TILE rows */
     const int64_t n = job->n, m = job->m, k = job->k, g = job->groups;
     for (int64_t b = begin / g; b <= (end - 1) / g && begin < end; b++) {
         const int64_t lo = b == begin / g ? begin % g : 0, hi = b == (end - 1) / g ? (end - 1) % g + 1 : g;
@@ -125,11 +126,14 @@ static void iou_groups(const iou_job *job, int64_t begin, int64_t end, float *re
         const int64_t live = job->count[b];
         const int64_t *cols = job->cols + b * k;
         for (int64_t base = 0; base < n; base += g) {  /* block by block: each keeps its rows in order */
-            for (int64_t grp = lo; grp < hi && base + grp < n; grp++) {
-                iou_row(job, b, base + grp, tmp);
+            for (int64_t grp = lo; grp < hi && base + grp < n; grp += TILE) {
+                /* TILE consecutive rows, then each reference's maxima of TILE consecutive groups */
+                int64_t rows = hi - grp < TILE ? hi - grp : TILE;
+                if (n - base - grp < rows) rows = n - base - grp;
+                for (int64_t t = 0; t < rows; t++) iou_row(job, b, base + grp + t, tmp + t * k);
                 for (int64_t j = 0; j < live; j++) {
                     float *best = gmax + cols[j] * g + grp;
-                    *best = tmp[j] > *best ? tmp[j] : *best;
+                    for (int64_t t = 0; t < rows; t++) best[t] = tmp[t * k + j] > best[t] ? tmp[t * k + j] : best[t];
                 }
             }
         }
@@ -149,7 +153,8 @@ static int iou_parallel(const iou_job *job, int threads) {
 #ifdef _OPENMP
         t = omp_get_thread_num(), nt = omp_get_num_threads();
 #endif
-        float *tmp = aligned_alloc(64, (size_t)job->k * sizeof(float));  /* K: whole 64-byte vectors */
+        /* K floats a row (whole 64-byte vectors), TILE rows for the group maxima */
+        float *tmp = aligned_alloc(64, (size_t)job->k * (job->gmax != NULL ? TILE : 1) * sizeof(float));
         if (tmp == NULL) {
             failed = 1;
         } else {
