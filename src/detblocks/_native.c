@@ -32,6 +32,16 @@
 
 static const float F16_MAX = 65504.0f;
 
+/* The calling thread's share [*begin, *end) of `units` split evenly over its OpenMP team
+ * (all of them outside a parallel region, or without OpenMP). */
+static inline void share(int64_t units, int64_t *begin, int64_t *end) {
+    int64_t t = 0, nt = 1;
+#ifdef _OPENMP
+    t = omp_get_thread_num(), nt = omp_get_num_threads();
+#endif
+    *begin = units * t / nt, *end = units * (t + 1) / nt;
+}
+
 typedef struct {
     const float *a;     /* (Ba, N, 4) corner boxes */
     int64_t a_stride;   /* N * 4, or 0 when one set of anchors serves every image */
@@ -143,22 +153,20 @@ static void iou_groups(const iou_job *job, int64_t begin, int64_t end, float *re
 /* Every row (or every group when the job has gmax), split evenly over the threads;
  * nonzero when a row buffer could not be had. */
 static int iou_parallel(const iou_job *job, int threads) {
+    (void)threads;  /* without OpenMP */
     const int64_t units = job->batch * (job->gmax != NULL ? job->groups : job->n);
     int failed = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads) reduction(| : failed)
 #endif
     {
-        int64_t t = 0, nt = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num(), nt = omp_get_num_threads();
-#endif
         /* K floats a row (whole 64-byte vectors), TILE rows for the group maxima */
         float *tmp = aligned_alloc(64, (size_t)job->k * (job->gmax != NULL ? TILE : 1) * sizeof(float));
         if (tmp == NULL) {
             failed = 1;
         } else {
-            const int64_t begin = units * t / nt, end = units * (t + 1) / nt;
+            int64_t begin, end;
+            share(units, &begin, &end);
             if (job->gmax != NULL) iou_groups(job, begin, end, tmp);
             else iou_rows(job, begin, end, tmp);
             free(tmp);
@@ -335,15 +343,13 @@ static PyObject *native_ohem_samples(PyObject *self, PyObject *args) {
 #pragma omp parallel num_threads(threads) reduction(| : failed)
 #endif
     {
-        int64_t t = 0, nt = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num(), nt = omp_get_num_threads();
-#endif
         int64_t *keys = malloc((size_t)(n + 1) * sizeof(int64_t));
         if (keys == NULL) {
             failed = 1;
         } else {
-            ohem_rows(&job, batch * t / nt, batch * (t + 1) / nt, keys);
+            int64_t begin, end;
+            share(batch, &begin, &end);
+            ohem_rows(&job, begin, end, keys);
             free(keys);
         }
     }
@@ -415,11 +421,9 @@ static PyObject *native_decode_per_class(PyObject *self, PyObject *args) {
 #pragma omp parallel num_threads(threads)
 #endif
     {
-        int64_t t = 0, nt = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num(), nt = omp_get_num_threads();
-#endif
-        per_class_rows(&job, rows * t / nt, rows * (t + 1) / nt);
+        int64_t begin, end;
+        share(rows, &begin, &end);
+        per_class_rows(&job, begin, end);
     }
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
