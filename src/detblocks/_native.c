@@ -25,7 +25,6 @@
 #include <string.h>
 
 #define LANES 16   /* columns are padded to a multiple of this: whole vectors, no tail */
-#define TILE 16    /* rows computed before their group maxima are taken */
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -53,7 +52,7 @@ typedef struct {
     float offset, eps;
     float *out;   /* (B, N, M) */
     float *best;  /* (B, N) */
-    float *gmax;  /* (B, M, G) group maxima, or NULL */
+    float *gmax;  /* (B, G, M) group maxima, or NULL */
     int64_t groups;  /* G */
 } iou_job;
 
@@ -124,26 +123,28 @@ static void iou_rows(const iou_job *job, int64_t begin, int64_t end, float *rest
 
 /* Groups begin..end (flat b * G + g) of the result and their maxima: group g of an image
  * holds its rows g, g + G, g + 2 G, ... (the matcher's grouping), and its maximum over
- * them goes to gmax[b, m, g] (B, M, G: each reference's group maxima contiguous), 0
- * where no IoU is above 0. */
+ * them goes to gmax (B, G, M), which is 0 where no IoU is above 0. */
 VECTOR_CLONES
-static void iou_groups(const iou_job *job, int64_t begin, int64_t end, float *restrict tmp) {  /* TILE rows */
+static void iou_groups(const iou_job *job, int64_t begin, int64_t end, float *restrict tmp) {
     const int64_t n = job->n, m = job->m, k = job->k, g = job->groups;
     for (int64_t b = begin / g; b <= (end - 1) / g && begin < end; b++) {
         const int64_t lo = b == begin / g ? begin % g : 0, hi = b == (end - 1) / g ? (end - 1) % g + 1 : g;
-        float *gmax = job->gmax + b * m * g;
-        for (int64_t c = 0; c < m; c++) memset(gmax + c * g + lo, 0, (hi - lo) * sizeof(float));
-        const int64_t live = job->count[b];
+        float *gmax = job->gmax + (b * g) * m;
+        memset(gmax + lo * m, 0, (hi - lo) * m * sizeof(float));
+        const int64_t live = job->count[b], width = (live + LANES - 1) / LANES * LANES;
+        const int64_t head = width < m ? width : m;
         const int64_t *cols = job->cols + b * k;
         for (int64_t base = 0; base < n; base += g) {  /* block by block: each keeps its rows in order */
-            for (int64_t grp = lo; grp < hi && base + grp < n; grp += TILE) {
-                /* TILE consecutive rows, then each reference's maxima of TILE consecutive groups */
-                int64_t rows = hi - grp < TILE ? hi - grp : TILE;
-                if (n - base - grp < rows) rows = n - base - grp;
-                for (int64_t t = 0; t < rows; t++) iou_row(job, b, base + grp + t, tmp + t * k);
-                for (int64_t j = 0; j < live; j++) {
-                    float *best = gmax + cols[j] * g + grp;
-                    for (int64_t t = 0; t < rows; t++) best[t] = tmp[t * k + j] > best[t] ? tmp[t * k + j] : best[t];
+            for (int64_t grp = lo; grp < hi && base + grp < n; grp++) {
+                iou_row(job, b, base + grp, tmp);
+                float *best = gmax + grp * m;
+                if (job->prefix[b]) {
+                    for (int64_t j = 0; j < head; j++) best[j] = tmp[j] > best[j] ? tmp[j] : best[j];
+                } else {
+                    for (int64_t j = 0; j < live; j++) {
+                        const int64_t c = cols[j];
+                        best[c] = tmp[j] > best[c] ? tmp[j] : best[c];
+                    }
                 }
             }
         }
@@ -160,8 +161,7 @@ static int iou_parallel(const iou_job *job, int threads) {
 #pragma omp parallel num_threads(threads) reduction(| : failed)
 #endif
     {
-        /* K floats a row (whole 64-byte vectors), TILE rows for the group maxima */
-        float *tmp = aligned_alloc(64, (size_t)job->k * (job->gmax != NULL ? TILE : 1) * sizeof(float));
+        float *tmp = aligned_alloc(64, (size_t)job->k * sizeof(float));  /* K: whole 64-byte vectors */
         if (tmp == NULL) {
             failed = 1;
         } else {
@@ -177,8 +177,8 @@ static int iou_parallel(const iou_job *job, int threads) {
 
 /* box_iou(a, a_batch, b, b_batch, batch, n, m, offset, eps, out, best, gmax, groups, threads):
  * a (a_batch, n, 4) and b (b_batch, m, 4) contiguous float32 corner boxes (a batch of 1
- * serves every image), out (batch, n, m) and best (batch, n) float32; gmax (batch, m,
- * groups) float32, or 0 for none. */
+ * serves every image), out (batch, n, m) and best (batch, n) float32; gmax (batch,
+ * groups, m) float32, or 0 for none. */
 static PyObject *native_box_iou(PyObject *self, PyObject *args) {
     (void)self;
     unsigned long long a_ptr, b_ptr, out_ptr, best_ptr, gmax_ptr;

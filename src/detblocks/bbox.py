@@ -343,8 +343,8 @@ def _iou_native(a: Tensor, b: Tensor, offset: float, eps: float, out_dtype: torc
     best = torch.empty((batch, n), dtype=torch.float32)
     groups = -(-n // _GROUP_FOLD)
     gmax = None
-    if m <= _GROUPED_MAX_M and out_dtype == torch.float32:  # each reference's group maxima contiguous
-        gmax = _alloc.empty_large((batch, m, groups), torch.float32, a.device)
+    if m <= _GROUPED_MAX_M and out_dtype == torch.float32:
+        gmax = _alloc.empty_large((batch, groups, m), torch.float32, a.device)
     _native.box_iou(
         a.data_ptr(),
         a.shape[0],
@@ -363,7 +363,7 @@ def _iou_native(a: Tensor, b: Tensor, offset: float, eps: float, out_dtype: torc
     )
     if out_dtype != torch.float32:
         out, best = out.to(out_dtype), best.to(out_dtype)
-    _remember(out, best, None if gmax is None else gmax.transpose(1, 2))
+    _remember(out, best, gmax)
     return out
 
 
@@ -501,8 +501,7 @@ def _recorded_best_iou(ious: Tensor) -> Tensor | None:
 def _recorded_group_best(ious: Tensor) -> Tensor | None:
     """The matcher's group maxima of ``ious`` (``Tensor[B, G, M]``, ``G = ceil(N / 16)``:
     ``[b, g, m]`` is the maximum of ``ious[b, i, m]`` over the rows ``i % G == g``) when
-    the native kernel recorded them for this unmodified result, else ``None``. (A
-    transposed view: each reference's maxima are contiguous.)"""
+    the native kernel recorded them for this unmodified result, else ``None``."""
     entry = _record(ious)
     return None if entry is None else entry[2]
 

@@ -159,7 +159,7 @@ class _Scan(NamedTuple):
     x: Tensor  # (B, N, M) the input, NaN replaced by the worst score when it had any
     sign: int  # +1: larger x is better; -1: smaller x is better (is_ascend)
     size: int  # anchors per group (the last position may run past N)
-    gmax: Tensor  # (B, G, M) best y of every group (possibly a transposed view)
+    gmax: Tensor  # (B, G, M) best y of every group
     colmax: Tensor  # (B, M) best y of every reference
     memo: dict  # results shared by the matchers of a CompositeMatcher
 
@@ -198,7 +198,7 @@ def _scan(x: Tensor, sign: int) -> _Scan:
         return _Scan(x, sign, 1, y, y.amax(1), {})
     if recorded is not None:  # box_iou's native kernel found them already (IoU has no NaN)
         n, g = x.shape[1], recorded.shape[1]
-        return _Scan(x, sign, -(-n // g), recorded, recorded.amax(1), {})
+        return _Scan(x, sign, -(-n // g), recorded, _group_best(recorded, 1, FOLD)[0].amax(1), {})
     gmax, size = _group_best(x, sign, _fold(x.shape[2]))
     colmax = _group_best(gmax, 1, FOLD)[0].amax(1)  # folding again beats one long reduction
     # A NaN anywhere shows up in its column maximum; clean a copy only then.
@@ -242,11 +242,7 @@ def _columns(scan: _Scan, ok: Tensor) -> _Columns:
             return _Columns(cs.cols, ok.gather(1, cs.cols), cs.gsc)
     q = m if tracing() else int(ok.sum(1).max())
     cols = _true_first(ok)[:, :q]  # (B, Q) passing references first, each part ascending
-    by_ref = scan.gmax.transpose(1, 2)  # (B, M, G)
-    if by_ref.is_contiguous():  # recorded by box_iou: a gather of whole rows
-        gsc = by_ref.gather(1, cols[:, :, None].expand(b, q, g))
-    else:
-        gsc = scan.gmax.gather(2, cols[:, None, :].expand(b, g, q)).transpose(1, 2).contiguous()
+    gsc = scan.gmax.gather(2, cols[:, None, :].expand(b, g, q)).transpose(1, 2).contiguous()
     cs = _Columns(cols, ok.gather(1, cols), gsc)  # gsc (B, Q, G)
     scan.memo["columns"] = (ok, cs)
     return cs
