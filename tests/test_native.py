@@ -268,3 +268,47 @@ def test_decode_per_class_equals_pytorch_path(monkeypatch, thresh):
                 got.view(torch.int64 if got.dtype == torch.int64 else torch.int32),
                 ref.view(torch.int64 if ref.dtype == torch.int64 else torch.int32),
             )
+
+
+# --------------------------------------------------------------------------- bipartite matching
+def _coarse_ious(seed: int, b: int, n: int, m: int, pad: int = 3) -> torch.Tensor:
+    """IoU of boxes on a coarse grid (many equal scores: the tie rules decide), padded refs."""
+    g = torch.Generator().manual_seed(seed)
+    a = (torch.rand(b, n, 4, generator=g) * 12).round()
+    a[..., 2:] = a[..., :2] + (torch.rand(b, n, 2, generator=g) * 6).round() + 1
+    r = (torch.rand(b, m, 4, generator=g) * 12).round()
+    r[..., 2:] = r[..., :2] + (torch.rand(b, m, 2, generator=g) * 6).round() + 1
+    r[:, m - pad :] = -1
+    return box_iou(a, r)
+
+
+def _both_paths(monkeypatch, fn):
+    native = fn()
+    with monkeypatch.context() as m:
+        m.setattr(matcher, "_native", None)
+        reference = fn()
+    assert torch.equal(native, reference)
+    return native
+
+
+@pytest.mark.parametrize("share_max", [True, False])
+@pytest.mark.parametrize("threshold,eps", [(1e-12, 1e-12), (0.3, 1e-12), (0.05, 0.05)])
+def test_bipartite_equals_pytorch_path(monkeypatch, share_max, threshold, eps):
+    for seed, (b, n, m) in enumerate([(3, 2000, 20), (2, 7, 15), (1, 300, 300), (4, 40, 1)]):
+        x = _coarse_ious(seed, b, n, m, pad=min(3, m - 1))
+        bip = matcher.BipartiteMatcher(threshold=threshold, eps=eps, share_max=share_max)
+        out = _both_paths(monkeypatch, lambda bip=bip, x=x: bip(x))
+        assert int((out >= 0).sum()) > 0
+        both = [matcher.MaximumMatcher(0.4), bip]  # a matcher before it: only anchors left at -1 change
+        _both_paths(monkeypatch, lambda both=both, x=x: matcher.CompositeMatcher(both)(x))
+        _both_paths(monkeypatch, lambda x=x: matcher.bipartite_match(x, threshold, eps=eps, recover=False))
+
+
+def test_bipartite_on_scores_with_nan_and_copies_equals_pytorch_path(monkeypatch):
+    x = _coarse_ious(7, 2, 500, 12)
+    x = x.clone()  # nothing recorded: the matcher scans it itself
+    x[0, 5, 2] = math.nan
+    x[1, :, 4] = math.nan
+    bip = matcher.BipartiteMatcher(share_max=False)
+    _both_paths(monkeypatch, lambda: matcher.CompositeMatcher([bip, matcher.MaximumMatcher(0.5)])(x))
+    _both_paths(monkeypatch, lambda: matcher.BipartiteMatcher(is_ascend=True, threshold=0.9)(x))

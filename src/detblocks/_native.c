@@ -8,6 +8,8 @@
  * ohem_samples: OHEM's samples from the background log-probabilities, a selection of the
  * k largest of sampler._hardest_k's unique integer keys per image (so the same anchors).
  * decode_per_class: coder.decode_per_class's class ids and scores in one pass.
+ * bipartite: matcher._bipartite's greedy matching and recovery, per image, on the
+ * candidate pairs that can matter (the same matches).
  *
  * The functions take the addresses of contiguous tensors prepared by the Python side
  * and release the GIL while they compute, on `threads` OpenMP threads. Built with
@@ -429,10 +431,205 @@ static PyObject *native_decode_per_class(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---------------------------------------------------------------- bipartite matching */
+
+typedef struct {
+    float score;
+    int64_t anchor, ref;
+} pair;
+
+/* Whether pair a is visited before pair b by the greedy matching: score descending,
+ * then row-major (anchor, ref). */
+static inline int visited_before(const pair *a, const pair *b) {
+    if (a->score != b->score) return a->score > b->score;
+    if (a->anchor != b->anchor) return a->anchor < b->anchor;
+    return a->ref < b->ref;
+}
+
+static int pair_order(const void *pa, const void *pb) {
+    return visited_before(pa, pb) ? -1 : (visited_before(pb, pa) ? 1 : 0);
+}
+
+/* Keeps first[0..*have) the first (at most) k pairs in visiting order of those offered. */
+static inline void offer(pair *first, int64_t *have, int64_t k, pair p) {
+    if (*have == k && !visited_before(&p, &first[k - 1])) return;
+    int64_t at = *have < k ? (*have)++ : k - 1;
+    for (; at > 0 && visited_before(&p, &first[at - 1]); at--) first[at] = first[at - 1];
+    first[at] = p;
+}
+
+/* The k-th largest of v[0..n) (1 <= k <= n), v reordered. */
+static float kth_largest_float(float *v, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1, want = k - 1;
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        float a = v[lo], b = v[mid], c = v[hi];
+        const float pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] > pivot) i++;
+            while (v[j] < pivot) j--;
+            if (i <= j) {
+                const float t = v[i];
+                v[i] = v[j], v[j] = t;
+                i++, j--;
+            }
+        }
+        if (want <= j) hi = j;
+        else if (want >= i) lo = i;
+        else return v[want];
+    }
+    return v[want];
+}
+
+typedef struct {
+    const float *x;       /* (B, N, M) scores, no NaN */
+    const float *gmax;    /* (B, G, M) group maxima: group g holds the anchors g + t * G, t < size */
+    const float *colmax;  /* (B, M) */
+    int64_t batch, n, m, groups, size;
+    float thr, eps;
+    int share_max, recover;
+    int64_t *out;         /* (B, N): written where still -1 */
+} bipartite_job;
+
+typedef struct {     /* one thread's memory */
+    int64_t *live;   /* M */
+    float *values;   /* max(G, M) */
+    pair *pairs;     /* Q * Q */
+    uint8_t *taken;  /* N anchors, M references after them */
+    uint8_t *reach;  /* G */
+} bipartite_space;
+
+/* Greedy matching of image b, then its recovery (matcher._bipartite's rules). A reference
+ * can only be matched to one of its first Q anchors in visiting order (Q: references
+ * above the threshold; each earlier anchor must have gone to another reference), and
+ * those lie in groups whose maximum reaches the Q-th largest group maximum. */
+static void bipartite_image(const bipartite_job *job, int64_t b, bipartite_space *w) {
+    const int64_t n = job->n, m = job->m, g = job->groups, size = job->size;
+    const float *x = job->x + b * n * m, *gmax = job->gmax + b * g * m, *colmax = job->colmax + b * m;
+    int64_t *out = job->out + b * n;
+    const float thr = job->thr;
+    int64_t q = 0;
+    for (int64_t j = 0; j < m; j++)
+        if (colmax[j] > thr) w->live[q++] = j;
+    if (q == 0) return;  /* nothing to match, nothing to recover */
+    /* Each reference's first q anchors lie in the groups whose maximum reaches the q-th
+     * largest of its group maxima (and is above the threshold). */
+    int64_t npairs = 0;
+    for (int64_t r = 0; r < q; r++) {
+        const int64_t j = w->live[r];
+        float floor = -INFINITY;
+        if (g > q) {
+            for (int64_t k = 0; k < g; k++) w->values[k] = gmax[k * m + j];
+            floor = kth_largest_float(w->values, g, q);
+        }
+        int64_t have = 0;  /* the reference's first q anchors, straight into the pairs */
+        for (int64_t k = 0; k < g; k++) {
+            if (!(gmax[k * m + j] >= floor && gmax[k * m + j] > thr)) continue;  /* nothing takeable */
+            for (int64_t t = 0; t < size; t++) {
+                const int64_t i = k + t * g;
+                if (i >= n) break;
+                const float v = x[i * m + j];
+                if (v > thr) offer(w->pairs + npairs, &have, q, (pair){v, i, j});
+            }
+        }
+        npairs += have;
+    }
+    qsort(w->pairs, (size_t)npairs, sizeof(pair), pair_order);
+    uint8_t *ref_taken = w->taken + n;
+    for (int64_t p = 0; p < npairs; p++) {
+        const pair *pr = &w->pairs[p];
+        if (w->taken[pr->anchor] || ref_taken[pr->ref]) continue;
+        w->taken[pr->anchor] = ref_taken[pr->ref] = 1;
+        if (out[pr->anchor] < 0) out[pr->anchor] = pr->ref;
+    }
+    for (int64_t p = 0; p < npairs; p++) w->taken[w->pairs[p].anchor] = 0;
+    memset(ref_taken, 0, (size_t)m);
+    if (!job->recover) return;
+    /* Recovery: anchors reaching (within eps) the column maximum of a reference above the
+     * threshold take their best reference (share_max: any such reference's maximum will
+     * do; otherwise their best one's). Only groups whose maximum reaches a level hold them. */
+    const float eps = job->eps;
+    memset(w->reach, 0, (size_t)g);
+    for (int64_t r = 0; r < q; r++) {
+        const int64_t j = w->live[r];
+        for (int64_t k = 0; k < g; k++)
+            if (gmax[k * m + j] + eps >= colmax[j]) w->reach[k] = 1;
+    }
+    float *level = w->values;  /* column maxima of the references above the threshold, else NaN */
+    for (int64_t j = 0; j < m; j++) level[j] = colmax[j] > thr ? colmax[j] : NAN;
+    for (int64_t k = 0; k < g; k++) {
+        if (!w->reach[k]) continue;
+        for (int64_t t = 0; t < size; t++) {
+            const int64_t i = k + t * g;
+            if (i >= n) break;
+            if (out[i] >= 0) continue;
+            const float *row = x + i * m;
+            int64_t arg = 0;
+            for (int64_t j = 1; j < m; j++)
+                if (row[j] > row[arg]) arg = j;
+            int near = 0;
+            if (job->share_max) {
+                for (int64_t j = 0; j < m && !near; j++) near = row[j] + eps >= level[j];
+            } else {
+                near = row[arg] + eps >= level[arg];
+            }
+            if (near) out[i] = arg;
+        }
+    }
+}
+
+/* bipartite(x, gmax, colmax, batch, n, m, groups, size, threshold, eps, share_max, recover,
+ * out, threads): matcher._bipartite for scores x (float32, larger is better, no NaN) and
+ * their group maxima gmax (batch, groups, m) and column maxima colmax (batch, m), all
+ * contiguous; out (batch, n) int64 is filled where it holds -1. */
+static PyObject *native_bipartite(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long x, gmax, colmax, out;
+    long long batch, n, m, groups, size;
+    double threshold, eps;
+    int share_max, recover, threads;
+    if (!PyArg_ParseTuple(args, "KKKLLLLLddppKi", &x, &gmax, &colmax, &batch, &n, &m, &groups, &size, &threshold,
+                          &eps, &share_max, &recover, &out, &threads))
+        return NULL;
+    if (batch < 0 || n < 1 || m < 1 || groups < 1 || size < 1 || groups * size < n) {
+        PyErr_SetString(PyExc_ValueError, "bipartite: inconsistent sizes");
+        return NULL;
+    }
+    const bipartite_job job = {(const float *)(uintptr_t)x, (const float *)(uintptr_t)gmax,
+                               (const float *)(uintptr_t)colmax, batch, n, m, groups, size, (float)threshold,
+                               (float)eps, share_max, recover, (int64_t *)(uintptr_t)out};
+    if (threads < 1) threads = 1;
+    if (threads > batch) threads = batch < 1 ? 1 : (int)batch;
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+#endif
+    {
+        bipartite_space w = {malloc((size_t)m * sizeof(int64_t)),
+                             malloc((size_t)(groups > m ? groups : m) * sizeof(float)),
+                             malloc((size_t)(m * m) * sizeof(pair)),
+                             calloc((size_t)(n + m), 1), malloc((size_t)groups)};
+        if (!w.live || !w.values || !w.pairs || !w.taken || !w.reach) {
+            failed = 1;
+        } else {
+            int64_t begin, end;
+            share(batch, &begin, &end);
+            for (int64_t b = begin; b < end; b++) bipartite_image(&job, b, &w);
+        }
+        free(w.live), free(w.values), free(w.pairs), free(w.taken), free(w.reach);
+    }
+    Py_END_ALLOW_THREADS
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"box_iou", native_box_iou, METH_VARARGS, "IoU of float32 boxes into out, row maxima into best, group maxima into gmax."},
     {"ohem_samples", native_ohem_samples, METH_VARARGS, "OHEM samples from float32 background log-probabilities."},
     {"decode_per_class", native_decode_per_class, METH_VARARGS, "Thresholded per-class ids and scores."},
+    {"bipartite", native_bipartite, METH_VARARGS, "Greedy bipartite matching with recovery."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -109,6 +109,7 @@ from detblocks._checks import (
     parse_fmt,
     tracing,
 )
+from detblocks._kernels import native as _native
 from detblocks.bbox import _GROUP_FOLD, _recorded_best_iou, _recorded_group_best, _true_first, box_iou
 from detblocks.conventions import NO_MATCH
 
@@ -136,6 +137,9 @@ def _fold(m: int) -> int:
 # Eager mode first gives every reference this many candidate anchors (the
 # lists grow when a reference might need more); tracing uses the bound min(M, N).
 _FIRST_ANCHORS = 4
+
+# The native bipartite kernel takes up to this many references.
+_NATIVE_MAX_M = 1024
 
 # When the scores worth reading again exceed this fraction of x, read all of x
 # in place instead of gathering them (a gather costs more per score).
@@ -554,10 +558,38 @@ def _greedy(scan: _Scan, cs: _Columns, thr: Tensor, out: Tensor) -> Tensor:
     return _fill(out, index, cs.cols[matched])
 
 
+def _native_matches(scan: _Scan, out: Tensor) -> bool:
+    """Whether the native kernel does :func:`_bipartite`'s work: eager float32 scores on CPU,
+    larger better, at most :data:`_NATIVE_MAX_M` references (it holds up to M x M candidate
+    pairs per thread), the scan's tensors contiguous."""
+    x = scan.x
+    if _native is None or tracing() or scan.sign < 0 or x.dtype != torch.float32 or x.device.type != "cpu":
+        return False
+    if 0 in x.shape or x.shape[2] > _NATIVE_MAX_M:
+        return False
+    return all(t.is_contiguous() for t in (x, scan.gmax, scan.colmax, out))
+
+
 def _bipartite(
     scan: _Scan, threshold: float, eps: float, share_max: bool, out: Tensor, recover: bool = True
 ) -> Tensor:
     x, sign = scan.x, scan.sign
+    if _native_matches(scan, out):
+        _native.bipartite(
+            x.data_ptr(),
+            scan.gmax.data_ptr(),
+            scan.colmax.data_ptr(),
+            *x.shape,
+            scan.gmax.shape[1],
+            scan.size,
+            threshold,
+            eps,
+            share_max,
+            recover,
+            out.data_ptr(),
+            torch.get_num_threads(),
+        )
+        return out
     thr = torch.full((), sign * threshold, dtype=x.dtype, device=x.device)
     cs = _columns(scan, scan.colmax > thr)  # references that can be matched at all
     # Anchors still -1 in `out` after the greedy part are exactly those the
