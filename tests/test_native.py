@@ -241,6 +241,17 @@ def test_ohem_on_strided_and_edge_inputs(monkeypatch):
         m.setattr(sampler, "_native", None)
         assert torch.equal(native, sampler.ohem_sample(matches, logits, ious, 3.0, 10))
     assert bool((native[1] == 1).all())
+    best = ious.amax(-1)
+    best[0, :50] = math.nan  # never eligible
+    best[2, 50:100] = -0.5  # floored at 0: eligible
+    for ratio, min_samples in ((3.0, 10), (0.5, 1000), (2.0, 0)):
+        native = sampler.ohem_sample(matches, logits, best, ratio, min_samples, thresh=0.3)
+        with monkeypatch.context() as m:
+            m.setattr(sampler, "_native", None)
+            assert torch.equal(
+                native, sampler.ohem_sample(matches, logits, best, ratio, min_samples, thresh=0.3)
+            )
+        assert not bool((native[0, :50] == -1).any())
 
 
 # --------------------------------------------------------------------------- per-class decoding

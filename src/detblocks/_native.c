@@ -284,9 +284,9 @@ typedef struct {
     const int64_t *matches;  /* (B, N) */
     const char *log_p;       /* log_p_bg[b, i] at log_p + b * stride_b + i * stride_n (bytes), float32 */
     int64_t stride_b, stride_n;
-    const uint8_t *eligible; /* (B, N) bool */
-    const int64_t *num_neg;  /* (B,) */
-    int64_t batch, n;
+    const float *best;       /* (B, N) best IoU of every anchor */
+    float ratio, thresh;
+    int64_t min_samples, batch, n;
     int64_t *samples;        /* (B, N) */
 } ohem_job;
 
@@ -299,43 +299,53 @@ static inline int64_t hardness_key(const ohem_job *job, int64_t b, int64_t i) {
     return (int64_t)(bits & 0x7FFFFFFF) * job->n - i;
 }
 
+/* Image by image (sampler._ohem's rules): positives are the matched anchors; eligible are
+ * the others with a best IoU (floored at 0) below thresh; the number of negatives is
+ * min(floor(clamp(float32(P) * ratio, min_samples, N)), eligible), in float32 like GluonCV;
+ * they are the eligible anchors with the largest keys. keys holds 2 N. */
 static void ohem_rows(const ohem_job *job, int64_t begin, int64_t end, int64_t *keys) {
     const int64_t n = job->n;
+    int64_t *all = keys + n;  /* every anchor's key, INT64_MIN when not eligible */
     for (int64_t b = begin; b < end; b++) {
         const int64_t *matches = job->matches + b * n;
-        const uint8_t *eligible = job->eligible + b * n;
+        const float *best = job->best + b * n;
         int64_t *samples = job->samples + b * n;
-        int64_t count = 0;
+        int64_t count = 0, positives = 0;
         for (int64_t i = 0; i < n; i++) {
-            if (eligible[i]) keys[count++] = hardness_key(job, b, i);
+            const float overlap = best[i] < 0.0f ? 0.0f : best[i];  /* NaN stays NaN: not eligible */
+            positives += matches[i] >= 0;
+            all[i] = INT64_MIN;
+            if (matches[i] < 0 && overlap < job->thresh) keys[count++] = all[i] = hardness_key(job, b, i);
         }
-        const int64_t k = job->num_neg[b] < count ? job->num_neg[b] : count;
+        float wanted = (float)positives * job->ratio;
+        if (wanted < (float)job->min_samples) wanted = (float)job->min_samples;
+        if (wanted > (float)n) wanted = (float)n;
+        int64_t k = (int64_t)floorf(wanted);
+        if (k > count) k = count;
         /* the k largest keys are those at least the k-th largest (keys are unique) */
         const int64_t floor = k <= 0 ? INT64_MAX : kth_largest(keys, count, k);
-        for (int64_t i = 0; i < n; i++) {
-            const int negative = eligible[i] && k > 0 && hardness_key(job, b, i) >= floor;
-            samples[i] = matches[i] >= 0 ? 1 : (negative ? -1 : 0);
-        }
+        for (int64_t i = 0; i < n; i++) samples[i] = matches[i] >= 0 ? 1 : (all[i] >= floor ? -1 : 0);
     }
 }
 
-/* ohem_samples(matches, log_p, stride_b, stride_n, eligible, num_neg, batch, n, samples,
- * threads): samples (batch, n) int64 of OHEM, +1 where matches >= 0, -1 at the num_neg[b]
- * hardest eligible anchors of image b, 0 elsewhere. Strides of log_p_bg in bytes. */
+/* ohem_samples(matches, log_p, stride_b, stride_n, best, ratio, min_samples, thresh, batch,
+ * n, samples, threads): samples (batch, n) int64 of OHEM from matches (batch, n) int64, the
+ * float32 background log-probabilities (strides in bytes) and best IoU (batch, n) float32. */
 static PyObject *native_ohem_samples(PyObject *self, PyObject *args) {
     (void)self;
-    unsigned long long matches, log_p, eligible, num_neg, samples;
-    long long stride_b, stride_n, batch, n;
+    unsigned long long matches, log_p, best, samples;
+    long long stride_b, stride_n, min_samples, batch, n;
+    double ratio, thresh;
     int threads;
-    if (!PyArg_ParseTuple(args, "KKLLKKLLKi", &matches, &log_p, &stride_b, &stride_n, &eligible, &num_neg,
-                          &batch, &n, &samples, &threads))
+    if (!PyArg_ParseTuple(args, "KKLLKdLdLLKi", &matches, &log_p, &stride_b, &stride_n, &best, &ratio, &min_samples,
+                          &thresh, &batch, &n, &samples, &threads))
         return NULL;
     if (batch < 0 || n < 0) {
         PyErr_SetString(PyExc_ValueError, "ohem_samples: negative sizes");
         return NULL;
     }
     const ohem_job job = {(const int64_t *)(uintptr_t)matches, (const char *)(uintptr_t)log_p, stride_b, stride_n,
-                          (const uint8_t *)(uintptr_t)eligible, (const int64_t *)(uintptr_t)num_neg, batch, n,
+                          (const float *)(uintptr_t)best, (float)ratio, (float)thresh, min_samples, batch, n,
                           (int64_t *)(uintptr_t)samples};
     if (threads < 1) threads = 1;
     if (threads > batch) threads = batch < 1 ? 1 : (int)batch;
@@ -345,7 +355,7 @@ static PyObject *native_ohem_samples(PyObject *self, PyObject *args) {
 #pragma omp parallel num_threads(threads) reduction(| : failed)
 #endif
     {
-        int64_t *keys = malloc((size_t)(n + 1) * sizeof(int64_t));
+        int64_t *keys = malloc((size_t)(2 * n + 1) * sizeof(int64_t));
         if (keys == NULL) {
             failed = 1;
         } else {

@@ -226,11 +226,32 @@ def _hardest_k(log_p_bg: Tensor, eligible: Tensor, num_neg: Tensor) -> tuple[Ten
     return index, take
 
 
-def _native_ohem(matches: Tensor, log_p_bg: Tensor, eligible: Tensor, num_neg: Tensor) -> Tensor:
-    """The samples of :func:`_ohem` by the native kernel (eager float32 on CPU): per image, a
-    selection of the ``num_neg[b]`` largest keys of :func:`_hardest_k`, so the same anchors."""
+def _log_p_bg(logits: Tensor) -> Tensor:
+    """Background log-probabilities ``log_softmax(logits)[..., 0]`` (B, N), in float32 for
+    half-precision logits."""
+    if logits.dtype == torch.float32 and not tracing():
+        # (the (B, N, C) log-probabilities go to reused memory: a fresh buffer costs the
+        # kernel a page fill as long as the softmax itself)
+        log_p = _alloc.empty_large(logits.shape, logits.dtype, logits.device)
+        return torch.log_softmax(logits, -1, out=log_p)[..., 0]
+    return torch.log_softmax(logits, -1, dtype=_compute_dtype(logits))[..., 0]
+
+
+def _native_ohem_applies(logits: Tensor, best: Tensor) -> bool:
+    """Whether the native kernel samples: eager float32 logits and best IoU on CPU."""
+    if _native is None or tracing() or logits.device.type != "cpu":
+        return False
+    return logits.dtype == torch.float32 and best.dtype == torch.float32
+
+
+def _native_ohem(
+    matches: Tensor, log_p_bg: Tensor, best: Tensor, ratio: float, min_samples: int, thresh: float
+) -> Tensor:
+    """The samples of :func:`_ohem` by the native kernel: the eligible anchors, the number of
+    negatives by the same float32 formula, and per image a selection of that many of the
+    largest keys of :func:`_hardest_k`, so the same anchors."""
     B, N = matches.shape
-    matches, eligible, num_neg = matches.contiguous(), eligible.contiguous(), num_neg.contiguous()
+    matches, best = matches.contiguous(), best.contiguous()
     samples = _alloc.empty_large((B, N), torch.int64, matches.device)
     size = log_p_bg.element_size()
     _native.ohem_samples(
@@ -238,8 +259,10 @@ def _native_ohem(matches: Tensor, log_p_bg: Tensor, eligible: Tensor, num_neg: T
         log_p_bg.data_ptr(),
         log_p_bg.stride(0) * size,
         log_p_bg.stride(1) * size,
-        eligible.data_ptr(),
-        num_neg.data_ptr(),
+        best.data_ptr(),
+        float(ratio),
+        int(min_samples),
+        float(thresh),
         B,
         N,
         samples.data_ptr(),
@@ -309,8 +332,12 @@ def _ohem(
     if logits.shape[2] < 1:
         raise ValueError(f"logits must have C >= 1 classes, got shape {shape_str(logits)}")
 
+    best = _best_overlap(ious)  # (B, N)
+    logits = logits.detach()
+    if _native_ohem_applies(logits, best):
+        return _native_ohem(matches, _log_p_bg(logits), best, ratio, min_samples, thresh)
     positive = matches >= 0  # (B, N)
-    eligible = ~positive & (_best_overlap(ious) < thresh)  # (B, N)
+    eligible = ~positive & (best < thresh)  # (B, N)
     num_pos = positive.sum(1)  # (B,)
     num_eligible = eligible.sum(1)  # (B,)
     # GluonCV: min(max(min_samples, ratio * P), N - P) in float32, truncated. The cap at the
@@ -318,17 +345,8 @@ def _ohem(
     wanted = (num_pos.to(torch.float32) * ratio).clamp(min=min_samples, max=N).floor()
     num_neg = torch.minimum(wanted.to(torch.int64), num_eligible)  # (B,)
 
-    logits = logits.detach()
-    if logits.dtype == torch.float32 and not tracing():
-        # (the (B, N, C) log-probabilities go to reused memory: a fresh buffer costs the
-        # kernel a page fill as long as the softmax itself)
-        log_p = _alloc.empty_large(logits.shape, logits.dtype, logits.device)
-        log_p_bg = torch.log_softmax(logits, -1, out=log_p)[..., 0]  # (B, N)
-    else:
-        log_p_bg = torch.log_softmax(logits, -1, dtype=_compute_dtype(logits))[..., 0]  # (B, N)
+    log_p_bg = _log_p_bg(logits)
     if log_p_bg.dtype == torch.float32 and not tracing():
-        if _native is not None and log_p_bg.device.type == "cpu":
-            return _native_ohem(matches, log_p_bg, eligible, num_neg)
         index, take = _hardest_k(log_p_bg, eligible, num_neg)
         # +1 positive, -1 negative (never both: negatives are unmatched)
         return positive.to(torch.int64).scatter_add_(1, index, take.to(torch.int64).neg_())
