@@ -43,6 +43,21 @@ static inline void share(int64_t units, int64_t *begin, int64_t *end) {
     *begin = units * t / nt, *end = units * (t + 1) / nt;
 }
 
+/* Starts the block after it on `threads` OpenMP threads, OR-ing their `failed` flags (a
+ * plain block without OpenMP). */
+#ifdef _OPENMP
+#define PARALLEL_COUNTING_FAILURES _Pragma("omp parallel num_threads(threads) reduction(| : failed)")
+#else
+#define PARALLEL_COUNTING_FAILURES
+#endif
+
+/* Threads for `units` of work: `threads` (at least 1), but no more than one per `grain`. */
+static int team(int threads, int64_t units, int64_t grain) {
+    const int64_t most = units / grain;
+    if (threads > most) threads = (int)most;
+    return threads < 1 ? 1 : threads;
+}
+
 typedef struct {
     const float *a;     /* (Ba, N, 4) corner boxes */
     int64_t a_stride;   /* N * 4, or 0 when one set of anchors serves every image */
@@ -159,9 +174,7 @@ static int iou_parallel(const iou_job *job, int threads) {
     (void)threads;  /* without OpenMP */
     const int64_t units = job->batch * (job->gmax != NULL ? job->groups : job->n);
     int failed = 0;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads) reduction(| : failed)
-#endif
+    PARALLEL_COUNTING_FAILURES
     {
         float *tmp = aligned_alloc(64, (size_t)job->k * sizeof(float));  /* K: whole 64-byte vectors */
         if (tmp == NULL) {
@@ -195,7 +208,6 @@ static PyObject *native_box_iou(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "box_iou: inconsistent sizes");
         return NULL;
     }
-    if (threads < 1) threads = 1;
     const float *a = (const float *)(uintptr_t)a_ptr, *b = (const float *)(uintptr_t)b_ptr;
     const float off = (float)offset;
     /* Live references of every image (width and height + offset > 0), padded to LANES. */
@@ -244,7 +256,7 @@ static PyObject *native_box_iou(PyObject *self, PyObject *args) {
                          (float *)(uintptr_t)out_ptr, (float *)(uintptr_t)best_ptr,
                          (float *)(uintptr_t)gmax_ptr, groups};
     const int64_t rows = batch * n;
-    if (rows < (int64_t)threads * 256) threads = rows < 256 ? 1 : (int)(rows / 256);  /* small: fewer threads */
+    threads = team(threads, rows, 256);  /* small: fewer threads */
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
     if (rows > 0) failed = iou_parallel(&job, threads);
@@ -256,29 +268,34 @@ static PyObject *native_box_iou(PyObject *self, PyObject *args) {
 
 /* ---------------------------------------------------------------- hard negatives */
 
-/* The k-th largest of v[0..n) (k >= 1), v reordered: quickselect, median-of-three pivots. */
-static int64_t kth_largest(int64_t *v, int64_t n, int64_t k) {
-    int64_t lo = 0, hi = n - 1, want = k - 1;  /* position of the answer in descending order */
-    while (lo < hi) {
-        const int64_t mid = lo + (hi - lo) / 2;
-        int64_t a = v[lo], b = v[mid], c = v[hi];
-        const int64_t pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
-        int64_t i = lo, j = hi;
-        while (i <= j) {  /* descending: larger first */
-            while (v[i] > pivot) i++;
-            while (v[j] < pivot) j--;
-            if (i <= j) {
-                const int64_t t = v[i];
-                v[i] = v[j], v[j] = t;
-                i++, j--;
-            }
-        }
-        if (want <= j) hi = j;
-        else if (want >= i) lo = i;
-        else return v[want];
+/* NAME(v, n, k): the k-th largest of v[0..n) (1 <= k <= n, no NaN), v reordered:
+ * quickselect with median-of-three pivots, for values of type TYPE. */
+#define DEFINE_KTH_LARGEST(NAME, TYPE)                                                                  \
+    static TYPE NAME(TYPE *v, int64_t n, int64_t k) {                                                  \
+        int64_t lo = 0, hi = n - 1, want = k - 1; /* position of the answer in descending order */    \
+        while (lo < hi) {                                                                              \
+            const int64_t mid = lo + (hi - lo) / 2;                                                    \
+            const TYPE a = v[lo], b = v[mid], c = v[hi];                                               \
+            const TYPE pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));  \
+            int64_t i = lo, j = hi;                                                                    \
+            while (i <= j) { /* descending: larger first */                                            \
+                while (v[i] > pivot) i++;                                                              \
+                while (v[j] < pivot) j--;                                                              \
+                if (i <= j) {                                                                          \
+                    const TYPE t = v[i];                                                               \
+                    v[i] = v[j], v[j] = t;                                                             \
+                    i++, j--;                                                                          \
+                }                                                                                      \
+            }                                                                                          \
+            if (want <= j) hi = j;                                                                     \
+            else if (want >= i) lo = i;                                                                \
+            else return v[want];                                                                       \
+        }                                                                                              \
+        return v[want];                                                                                \
     }
-    return v[want];
-}
+
+DEFINE_KTH_LARGEST(kth_largest, int64_t)
+DEFINE_KTH_LARGEST(kth_largest_float, float)
 
 typedef struct {
     const int64_t *matches;  /* (B, N) */
@@ -347,13 +364,10 @@ static PyObject *native_ohem_samples(PyObject *self, PyObject *args) {
     const ohem_job job = {(const int64_t *)(uintptr_t)matches, (const char *)(uintptr_t)log_p, stride_b, stride_n,
                           (const float *)(uintptr_t)best, (float)ratio, (float)thresh, min_samples, batch, n,
                           (int64_t *)(uintptr_t)samples};
-    if (threads < 1) threads = 1;
-    if (threads > batch) threads = batch < 1 ? 1 : (int)batch;
+    threads = team(threads, batch, 1);
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads) reduction(| : failed)
-#endif
+    PARALLEL_COUNTING_FAILURES
     {
         int64_t *keys = malloc((size_t)(2 * n + 1) * sizeof(int64_t));
         if (keys == NULL) {
@@ -426,8 +440,7 @@ static PyObject *native_decode_per_class(PyObject *self, PyObject *args) {
     const per_class_job job = {(const float *)(uintptr_t)x, sb, sn, sc, n, c - 1, (float)thresh,
                                (int64_t *)(uintptr_t)cls, (float *)(uintptr_t)scores};
     const int64_t rows = batch * n;
-    if (threads < 1) threads = 1;
-    if (rows < (int64_t)threads * 256) threads = rows < 256 ? 1 : (int)(rows / 256);
+    threads = team(threads, rows, 256);
     Py_BEGIN_ALLOW_THREADS
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
@@ -466,30 +479,6 @@ static inline void offer(pair *first, int64_t *have, int64_t k, pair p) {
     int64_t at = *have < k ? (*have)++ : k - 1;
     for (; at > 0 && visited_before(&p, &first[at - 1]); at--) first[at] = first[at - 1];
     first[at] = p;
-}
-
-/* The k-th largest of v[0..n) (1 <= k <= n), v reordered. */
-static float kth_largest_float(float *v, int64_t n, int64_t k) {
-    int64_t lo = 0, hi = n - 1, want = k - 1;
-    while (lo < hi) {
-        const int64_t mid = lo + (hi - lo) / 2;
-        float a = v[lo], b = v[mid], c = v[hi];
-        const float pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
-        int64_t i = lo, j = hi;
-        while (i <= j) {
-            while (v[i] > pivot) i++;
-            while (v[j] < pivot) j--;
-            if (i <= j) {
-                const float t = v[i];
-                v[i] = v[j], v[j] = t;
-                i++, j--;
-            }
-        }
-        if (want <= j) hi = j;
-        else if (want >= i) lo = i;
-        else return v[want];
-    }
-    return v[want];
 }
 
 typedef struct {
@@ -609,13 +598,10 @@ static PyObject *native_bipartite(PyObject *self, PyObject *args) {
     const bipartite_job job = {(const float *)(uintptr_t)x, (const float *)(uintptr_t)gmax,
                                (const float *)(uintptr_t)colmax, batch, n, m, groups, size, (float)threshold,
                                (float)eps, share_max, recover, (int64_t *)(uintptr_t)out};
-    if (threads < 1) threads = 1;
-    if (threads > batch) threads = batch < 1 ? 1 : (int)batch;
+    threads = team(threads, batch, 1);
     int failed = 0;
     Py_BEGIN_ALLOW_THREADS
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads) reduction(| : failed)
-#endif
+    PARALLEL_COUNTING_FAILURES
     {
         bipartite_space w = {malloc((size_t)m * sizeof(int64_t)),
                              malloc((size_t)(groups > m ? groups : m) * sizeof(float)),
