@@ -268,34 +268,30 @@ static PyObject *native_box_iou(PyObject *self, PyObject *args) {
 
 /* ---------------------------------------------------------------- hard negatives */
 
-/* NAME(v, n, k): the k-th largest of v[0..n) (1 <= k <= n, no NaN), v reordered:
- * quickselect with median-of-three pivots, for values of type TYPE. */
-#define DEFINE_KTH_LARGEST(NAME, TYPE)                                                                  \
-    static TYPE NAME(TYPE *v, int64_t n, int64_t k) {                                                  \
-        int64_t lo = 0, hi = n - 1, want = k - 1; /* position of the answer in descending order */    \
-        while (lo < hi) {                                                                              \
-            const int64_t mid = lo + (hi - lo) / 2;                                                    \
-            const TYPE a = v[lo], b = v[mid], c = v[hi];                                               \
-            const TYPE pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));  \
-            int64_t i = lo, j = hi;                                                                    \
-            while (i <= j) { /* descending: larger first */                                            \
-                while (v[i] > pivot) i++;                                                              \
-                while (v[j] < pivot) j--;                                                              \
-                if (i <= j) {                                                                          \
-                    const TYPE t = v[i];                                                               \
-                    v[i] = v[j], v[j] = t;                                                             \
-                    i++, j--;                                                                          \
-                }                                                                                      \
-            }                                                                                          \
-            if (want <= j) hi = j;                                                                     \
-            else if (want >= i) lo = i;                                                                \
-            else return v[want];                                                                       \
-        }                                                                                              \
-        return v[want];                                                                                \
+/* The k-th largest of v[0..n) (1 <= k <= n), v reordered: quickselect with
+ * median-of-three pivots. */
+static int64_t kth_largest(int64_t *v, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1, want = k - 1;  /* position of the answer in descending order */
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        const int64_t a = v[lo], b = v[mid], c = v[hi];
+        const int64_t pivot = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        int64_t i = lo, j = hi;
+        while (i <= j) {  /* descending: larger first */
+            while (v[i] > pivot) i++;
+            while (v[j] < pivot) j--;
+            if (i <= j) {
+                const int64_t t = v[i];
+                v[i] = v[j], v[j] = t;
+                i++, j--;
+            }
+        }
+        if (want <= j) hi = j;
+        else if (want >= i) lo = i;
+        else return v[want];
     }
-
-DEFINE_KTH_LARGEST(kth_largest, int64_t)
-DEFINE_KTH_LARGEST(kth_largest_float, float)
+    return v[want];
+}
 
 typedef struct {
     const int64_t *matches;  /* (B, N) */
@@ -461,6 +457,10 @@ typedef struct {
     int64_t anchor, ref;
 } pair;
 
+/* Candidate anchors per reference in the first round of the bipartite matching (the lists
+ * double while a reference may need more). */
+#define FIRST_ANCHORS 4
+
 /* Whether pair a is visited before pair b by the greedy matching: score descending,
  * then row-major (anchor, ref). */
 static inline int visited_before(const pair *a, const pair *b) {
@@ -471,6 +471,14 @@ static inline int visited_before(const pair *a, const pair *b) {
 
 static int pair_order(const void *pa, const void *pb) {
     return visited_before(pa, pb) ? -1 : (visited_before(pb, pa) ? 1 : 0);
+}
+
+/* Keeps top[0..*have) the (at most) k largest values offered, descending. */
+static inline void offer_value(float *top, int64_t *have, int64_t k, float v) {
+    if (*have == k && !(v > top[k - 1])) return;
+    int64_t at = *have < k ? (*have)++ : k - 1;
+    for (; at > 0 && v > top[at - 1]; at--) top[at] = top[at - 1];
+    top[at] = v;
 }
 
 /* Keeps first[0..*have) the first (at most) k pairs in visiting order of those offered. */
@@ -493,10 +501,14 @@ typedef struct {
 
 typedef struct {     /* one thread's memory */
     int64_t *live;   /* M */
-    float *values;   /* max(G, M) */
+    float *level;    /* M */
     pair *pairs;     /* Q * Q */
     uint8_t *taken;  /* N anchors, M references after them */
     uint8_t *reach;  /* G */
+    uint8_t *full;   /* M: the reference's list holds k anchors */
+    float *floors;   /* M */
+    int64_t *have;   /* M */
+    float *top;      /* M * M: each reference's largest group maxima */
 } bipartite_space;
 
 /* Greedy matching of image b, then its recovery (matcher._bipartite's rules). A reference
@@ -512,38 +524,66 @@ static void bipartite_image(const bipartite_job *job, int64_t b, bipartite_space
     for (int64_t j = 0; j < m; j++)
         if (colmax[j] > thr) w->live[q++] = j;
     if (q == 0) return;  /* nothing to match, nothing to recover */
-    /* Each reference's first q anchors lie in the groups whose maximum reaches the q-th
-     * largest of its group maxima (and is above the threshold). */
-    int64_t npairs = 0;
-    for (int64_t r = 0; r < q; r++) {
-        const int64_t j = w->live[r];
-        float floor = -INFINITY;
-        if (g > q) {
-            for (int64_t k = 0; k < g; k++) w->values[k] = gmax[k * m + j];
-            floor = kth_largest_float(w->values, g, q);
-        }
-        int64_t have = 0;  /* the reference's first q anchors, straight into the pairs */
-        for (int64_t k = 0; k < g; k++) {
-            if (!(gmax[k * m + j] >= floor && gmax[k * m + j] > thr)) continue;  /* nothing takeable */
-            for (int64_t t = 0; t < size; t++) {
-                const int64_t i = k + t * g;
-                if (i >= n) break;
-                const float v = x[i * m + j];
-                if (v > thr) offer(w->pairs + npairs, &have, q, (pair){v, i, j});
+    /* A reference can only be matched to one of its first bound = min(q, N) anchors in
+     * visiting order (each earlier one must have gone to another of the q references).
+     * Matching restricted to each reference's first k anchors is exact when every reference
+     * it leaves unmatched had fewer takeable anchors than that (its list held them all);
+     * otherwise k doubles. A reference's first k anchors lie in the groups whose maximum
+     * reaches the k-th largest of its group maxima (and is above the threshold). */
+    const int64_t bound = q < n ? q : n;
+    uint8_t *ref_taken = w->taken + n;
+    for (int64_t k = bound < FIRST_ANCHORS ? bound : FIRST_ANCHORS;; k = 2 * k < bound ? 2 * k : bound) {
+        /* Row-major passes over the group maxima: each reference's k largest of them (its
+         * floor), then its first k anchors from the groups reaching its floor. */
+        for (int64_t r = 0; r < q; r++) w->have[r] = 0;
+        if (g > k) {
+            for (int64_t c = 0; c < g; c++) {
+                const float *gc = gmax + c * m;
+                for (int64_t r = 0; r < q; r++) offer_value(w->top + r * k, &w->have[r], k, gc[w->live[r]]);
             }
         }
-        npairs += have;
+        for (int64_t r = 0; r < q; r++) {
+            w->floors[r] = g > k ? w->top[r * k + k - 1] : -INFINITY;
+            if (!(w->floors[r] > thr)) w->floors[r] = nextafterf(thr, INFINITY);  /* takeable only */
+            w->have[r] = 0;
+        }
+        for (int64_t c = 0; c < g; c++) {
+            const float *gc = gmax + c * m;
+            for (int64_t r = 0; r < q; r++) {
+                const int64_t j = w->live[r];
+                if (!(gc[j] >= w->floors[r])) continue;
+                for (int64_t t = 0; t < size; t++) {
+                    const int64_t i = c + t * g;
+                    if (i >= n) break;
+                    const float v = x[i * m + j];
+                    if (v > thr) offer(w->pairs + r * k, &w->have[r], k, (pair){v, i, j});
+                }
+            }
+        }
+        int64_t npairs = 0;
+        for (int64_t r = 0; r < q; r++) {
+            w->full[r] = w->have[r] == k;
+            for (int64_t c = 0; c < w->have[r]; c++) w->pairs[npairs++] = w->pairs[r * k + c];
+        }
+        qsort(w->pairs, (size_t)npairs, sizeof(pair), pair_order);
+        int64_t taken = 0;  /* the pairs taken go first */
+        for (int64_t p = 0; p < npairs; p++) {
+            const pair pr = w->pairs[p];
+            if (w->taken[pr.anchor] || ref_taken[pr.ref]) continue;
+            w->taken[pr.anchor] = ref_taken[pr.ref] = 1;
+            w->pairs[taken++] = pr;
+        }
+        int exact = 1;  /* no reference left unmatched with a full list */
+        for (int64_t r = 0; r < q && exact; r++) exact = !(w->full[r] && !ref_taken[w->live[r]]);
+        exact |= k == bound;
+        for (int64_t p = 0; p < taken; p++) w->taken[w->pairs[p].anchor] = 0;
+        memset(ref_taken, 0, (size_t)m);
+        if (exact) {
+            for (int64_t p = 0; p < taken; p++)
+                if (out[w->pairs[p].anchor] < 0) out[w->pairs[p].anchor] = w->pairs[p].ref;
+            break;
+        }
     }
-    qsort(w->pairs, (size_t)npairs, sizeof(pair), pair_order);
-    uint8_t *ref_taken = w->taken + n;
-    for (int64_t p = 0; p < npairs; p++) {
-        const pair *pr = &w->pairs[p];
-        if (w->taken[pr->anchor] || ref_taken[pr->ref]) continue;
-        w->taken[pr->anchor] = ref_taken[pr->ref] = 1;
-        if (out[pr->anchor] < 0) out[pr->anchor] = pr->ref;
-    }
-    for (int64_t p = 0; p < npairs; p++) w->taken[w->pairs[p].anchor] = 0;
-    memset(ref_taken, 0, (size_t)m);
     if (!job->recover) return;
     /* Recovery: anchors reaching (within eps) the column maximum of a reference above the
      * threshold take their best reference (share_max: any such reference's maximum will
@@ -555,7 +595,7 @@ static void bipartite_image(const bipartite_job *job, int64_t b, bipartite_space
         for (int64_t k = 0; k < g; k++)
             if (gmax[k * m + j] + eps >= colmax[j]) w->reach[k] = 1;
     }
-    float *level = w->values;  /* column maxima of the references above the threshold, else NaN */
+    float *level = w->level;  /* column maxima of the references above the threshold, else NaN */
     for (int64_t j = 0; j < m; j++) level[j] = colmax[j] > thr ? colmax[j] : NAN;
     for (int64_t k = 0; k < g; k++) {
         if (!w->reach[k]) continue;
@@ -604,17 +644,20 @@ static PyObject *native_bipartite(PyObject *self, PyObject *args) {
     PARALLEL_COUNTING_FAILURES
     {
         bipartite_space w = {malloc((size_t)m * sizeof(int64_t)),
-                             malloc((size_t)(groups > m ? groups : m) * sizeof(float)),
+                             malloc((size_t)m * sizeof(float)),
                              malloc((size_t)(m * m) * sizeof(pair)),
-                             calloc((size_t)(n + m), 1), malloc((size_t)groups)};
-        if (!w.live || !w.values || !w.pairs || !w.taken || !w.reach) {
+                             calloc((size_t)(n + m), 1), malloc((size_t)groups), malloc((size_t)m),
+                             malloc((size_t)m * sizeof(float)), malloc((size_t)m * sizeof(int64_t)),
+                             malloc((size_t)(m * m) * sizeof(float))};
+        if (!w.live || !w.level || !w.pairs || !w.taken || !w.reach || !w.full || !w.floors || !w.have || !w.top) {
             failed = 1;
         } else {
             int64_t begin, end;
             share(batch, &begin, &end);
             for (int64_t b = begin; b < end; b++) bipartite_image(&job, b, &w);
         }
-        free(w.live), free(w.values), free(w.pairs), free(w.taken), free(w.reach);
+        free(w.live), free(w.level), free(w.pairs), free(w.taken), free(w.reach), free(w.full), free(w.floors);
+        free(w.have), free(w.top);
     }
     Py_END_ALLOW_THREADS
     if (failed) return PyErr_NoMemory();
