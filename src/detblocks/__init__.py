@@ -26,8 +26,8 @@ NATIVE: bool = _native is not None
 a C compiler is there (``pip install`` goes on without them otherwise) and turned off by
 the environment variable ``DETBLOCKS_NATIVE=0``. Without them every function gives the
 same results, bit for bit, computed with PyTorch ops; only eager float32 work on CPU
-uses them (:func:`detblocks.bbox.box_iou`, :func:`detblocks.sampler.ohem_sample`,
-:func:`detblocks.coder.decode_per_class`)."""
+uses them (:func:`detblocks.bbox.box_iou`, :func:`detblocks.matcher.bipartite_match`,
+:func:`detblocks.sampler.ohem_sample`, :func:`detblocks.coder.decode_per_class`)."""
 
 _SUBMODULES = ("bbox", "coder", "matcher", "sampler", "predictor", "feature", "conventions")
 

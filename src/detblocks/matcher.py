@@ -659,6 +659,14 @@ def bipartite_match(
         none (:data:`~detblocks.conventions.NO_MATCH`). Without recovery every
         reference appears at most once per image.
 
+    No sort of all N x M pairs: a reference can only be matched to one of its first
+    ``Q`` anchors in visiting order (``Q`` references can match), and the greedy
+    matching of each reference's first few candidates (found through the maxima of
+    groups of anchors) is exact unless a reference ends unmatched with a full list,
+    which then grows. In eager float32 on CPU (scores larger-better) detblocks' native
+    kernel (:data:`detblocks.NATIVE`) does this per image; otherwise batched rounds of
+    mutually best pairs do, with the same matches.
+
     Example:
         >>> import torch
         >>> x = torch.tensor([[[0.5, 0.4], [0.9, 0.1], [0.0, 0.0]]])
