@@ -589,11 +589,12 @@ static void bipartite_image(const bipartite_job *job, int64_t b, bipartite_space
      * threshold take their best reference (share_max: any such reference's maximum will
      * do; otherwise their best one's). Only groups whose maximum reaches a level hold them. */
     const float eps = job->eps;
-    memset(w->reach, 0, (size_t)g);
-    for (int64_t r = 0; r < q; r++) {
-        const int64_t j = w->live[r];
-        for (int64_t k = 0; k < g; k++)
-            if (gmax[k * m + j] + eps >= colmax[j]) w->reach[k] = 1;
+    for (int64_t k = 0; k < g; k++) {
+        w->reach[k] = 0;
+        for (int64_t r = 0; r < q && !w->reach[k]; r++) {
+            const int64_t j = w->live[r];
+            w->reach[k] = gmax[k * m + j] + eps >= colmax[j];
+        }
     }
     float *level = w->level;  /* column maxima of the references above the threshold, else NaN */
     for (int64_t j = 0; j < m; j++) level[j] = colmax[j] > thr ? colmax[j] : NAN;
