@@ -30,7 +30,7 @@ import threading
 import torch
 from torch import Tensor
 
-from detblocks._checks import tracing
+from detblocks._checks import eager_cpu, tracing
 
 __all__ = ["empty_cache"]
 
@@ -161,11 +161,7 @@ def where_large(condition: Tensor, input: Tensor, other: Tensor) -> Tensor:
     The buffer is only used in eager mode, on CPU, without autograd recording; otherwise
     this is plain :func:`torch.where`. ``other`` may be a 0-d tensor.
     """
-    if (
-        condition.device.type != "cpu"
-        or tracing()
-        or (torch.is_grad_enabled() and (input.requires_grad or other.requires_grad))
-    ):
+    if not eager_cpu(condition, input, other):
         return torch.where(condition, input, other)
     shape = torch.broadcast_shapes(condition.shape, input.shape, other.shape)
     dtype = torch.result_type(input, other)

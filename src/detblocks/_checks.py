@@ -46,6 +46,14 @@ def tracing() -> bool:
     return torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
+def eager_cpu(*tensors: Tensor) -> bool:
+    """Whether work on ``tensors`` runs eagerly on CPU with nothing for autograd to record:
+    the condition of the CPU fast paths (reused output memory, blocked IoU, native kernels)."""
+    if tracing() or any(t.device.type != "cpu" for t in tensors):
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
 def value_checks_enabled(x: Tensor) -> bool:
     """Whether value checks should run for tensor ``x`` now."""
     if tracing():

@@ -210,19 +210,9 @@ static PyObject *native_box_iou(PyObject *self, PyObject *args) {
     }
     const float *a = (const float *)(uintptr_t)a_ptr, *b = (const float *)(uintptr_t)b_ptr;
     const float off = (float)offset;
-    /* Live references of every image (width and height + offset > 0), padded to LANES. */
-    int64_t k = LANES;
-    for (int64_t i = 0; i < batch; i++) {
-        const float *bi = b + (b_batch == 1 ? 0 : i * m * 4);
-        int64_t live = 0;
-        for (int64_t j = 0; j < m; j++) {
-            float x1 = bi[j * 4], y1 = bi[j * 4 + 1], x2 = bi[j * 4 + 2], y2 = bi[j * 4 + 3];
-            box_area(&x1, &y1, &x2, &y2, off);
-            live += (x2 - x1 + off > 0.0f) && (y2 - y1 + off > 0.0f);
-        }
-        const int64_t padded = (live + LANES - 1) / LANES * LANES;
-        if (padded > k) k = padded;
-    }
+    /* Live references of every image (width and height + offset > 0), first, then dead
+     * padding up to K, a whole number of LANES (every image's live ones fit). */
+    const int64_t k = m < 1 ? LANES : (m + LANES - 1) / LANES * LANES;
     float *refs = malloc(sizeof(float) * (size_t)(batch * 5 * k + 1));
     int64_t *cols = malloc(sizeof(int64_t) * (size_t)(batch * k + 1));
     int64_t *count = malloc(sizeof(int64_t) * (size_t)(batch + 1));

@@ -213,9 +213,7 @@ def _iou_block(
 def _iou_block_rows(a: Tensor, b: Tensor) -> int | None:
     """Rows of ``a`` per block of the eager CPU fast path, or None for a single block: under
     compile/export, on accelerators, when autograd records, or when one block covers everything."""
-    if _checks.tracing() or a.device.type != "cpu":
-        return None
-    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+    if not _checks.eager_cpu(a, b):
         return None
     rows = _IOU_BLOCK_ELEMENTS // max(1, max(a.shape[0], b.shape[0]) * b.shape[1])
     return rows if 1 <= rows < a.shape[1] else None
@@ -318,11 +316,9 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
 def _native_iou_applies(a: Tensor, b: Tensor, work: torch.dtype) -> bool:
     """Whether the native kernel computes this IoU: eager float32 maths on CPU without
     autograd, and at least one pair."""
-    if _native is None or work != torch.float32 or _checks.tracing():
-        return False
-    if a.device.type != "cpu" or b.device.type != "cpu" or 0 in a.shape or 0 in b.shape:
-        return False
-    return not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
+    if _native is None or work != torch.float32 or not _checks.eager_cpu(a, b):
+        return False  # (shapes are read only when not tracing: they may be symbolic)
+    return 0 not in a.shape and 0 not in b.shape
 
 
 def _iou_native(a: Tensor, b: Tensor, offset: float, eps: float, out_dtype: torch.dtype) -> Tensor:

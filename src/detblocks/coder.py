@@ -537,9 +537,7 @@ def decode_per_class(x: Tensor, thresh: float = 0.01, axis: int = -1) -> tuple[T
 
 def _native_decodes(x: Tensor) -> bool:
     """Whether the native kernel decodes ``x``: eager float32 on CPU, no gradient to record."""
-    if _native is None or x.dtype != torch.float32 or x.device.type != "cpu" or _checks.tracing():
-        return False
-    return not (torch.is_grad_enabled() and x.requires_grad)
+    return _native is not None and x.dtype == torch.float32 and _checks.eager_cpu(x)
 
 
 def _decode_per_class_native(x: Tensor, thresh: float) -> tuple[Tensor, Tensor]:

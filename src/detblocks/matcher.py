@@ -106,6 +106,7 @@ from detblocks._checks import (
     check_number,
     check_pair_batch,
     check_rank,
+    eager_cpu,
     parse_fmt,
     tracing,
 )
@@ -563,8 +564,8 @@ def _native_matches(scan: _Scan, out: Tensor) -> bool:
     larger better, at most :data:`_NATIVE_MAX_M` references (it holds up to M x M candidate
     pairs per thread), the scan's tensors contiguous."""
     x = scan.x
-    if _native is None or tracing() or scan.sign < 0 or x.dtype != torch.float32 or x.device.type != "cpu":
-        return False
+    if _native is None or scan.sign < 0 or x.dtype != torch.float32 or not eager_cpu(x):
+        return False  # (shapes are read only when not tracing: they may be symbolic)
     if 0 in x.shape or x.shape[2] > _NATIVE_MAX_M:
         return False
     return all(t.is_contiguous() for t in (x, scan.gmax, scan.colmax, out))

@@ -45,6 +45,7 @@ from detblocks._checks import (
     check_index,
     check_number,
     check_rank,
+    eager_cpu,
     shape_str,
     tracing,
 )
@@ -239,9 +240,9 @@ def _log_p_bg(logits: Tensor) -> Tensor:
 
 def _native_ohem_applies(logits: Tensor, best: Tensor) -> bool:
     """Whether the native kernel samples: eager float32 logits and best IoU on CPU."""
-    if _native is None or tracing() or logits.device.type != "cpu":
+    if _native is None or logits.dtype != torch.float32 or best.dtype != torch.float32:
         return False
-    return logits.dtype == torch.float32 and best.dtype == torch.float32
+    return eager_cpu(logits, best)
 
 
 def _native_ohem(
