@@ -8,7 +8,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: venv test lint unit docs demo bench clean
 
-$(STAMP): pyproject.toml setup.py src/detblocks/_native.c Makefile
+$(STAMP): pyproject.toml setup.py $(wildcard src/detblocks/*.c) Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)

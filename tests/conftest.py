@@ -11,6 +11,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(os.environ.get("DETBLOCKS_FIXTURES", ROOT.parent / "shared" / "fixtures" / "gluoncv"))
+#: The folder of every golden suite (``gluoncv``, ``gluoncv_plumbing``, ``modern``).
+FIXTURES_ROOT = FIXTURES.parent
 
 FLOAT_DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 
@@ -25,15 +27,20 @@ TOLERANCES = {
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
-def load_manifest() -> list[dict]:
-    path = FIXTURES / "manifest.json"
+def load_manifest(suite: str = "gluoncv") -> list[dict]:
+    """The cases of one golden suite, each with the path of its npz under ``"path"``."""
+    folder = FIXTURES if suite == "gluoncv" else FIXTURES_ROOT / suite
+    path = folder / "manifest.json"
     if not path.exists():
         raise FileNotFoundError(
             f"golden cases not found at {path}; put the shared folder beside the repository "
             "or set DETBLOCKS_FIXTURES"
         )
     with open(path) as fh:
-        return json.load(fh)
+        cases = json.load(fh)
+    for case in cases:
+        case["path"] = folder / case["file"]
+    return cases
 
 
 @pytest.fixture(params=FLOAT_DTYPES, ids=lambda d: str(d).replace("torch.", ""))

@@ -259,6 +259,15 @@ def quota_operator() -> nn.Module:
     return QuotaOperator(prop)
 
 
+# ------------------------------------------------------------------ inputs of the IoU family
+
+# ------------------------------------------------------------------ inputs of anchor and postprocess
+
+# ------------------------------------------------------------------ inputs of the optimal matching
+
+# ------------------------------------------------------------------ inputs of the assigners
+
+
 def warmed_up(module: nn.Module, *example: Tensor) -> nn.Module:
     """A lazy module after its first call (its input size inferred)."""
     with torch.no_grad():
@@ -502,6 +511,11 @@ COMPONENTS: list[Component] = [
         True,
         tol=(1e-4, 1e-4),
     ),
+    # bbox: the IoU family (inference side)
+    # anchor (inference side)
+    # postprocess (inference side)
+    # matcher: optimal one-to-one matching (training side)
+    # assign (training side)
 ]
 
 PUBLIC_MODULES = {"bbox": bbox, "coder": coder, "matcher": matcher, "sampler": sampler}

@@ -1,4 +1,5 @@
-"""Conformance with GluonCV: every golden case of ``shared/fixtures/gluoncv``.
+"""Conformance with GluonCV: every golden case of ``shared/fixtures/gluoncv`` and
+``shared/fixtures/gluoncv_plumbing``.
 
 The cases were produced by running GluonCV 0.10.5 on MXNet 1.9.1; the rules for
 reading them are in that folder's README. Each case builds the detblocks class
@@ -14,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FIXTURES, load_manifest
+from conftest import load_manifest
 
-MANIFEST = load_manifest()
+MANIFEST = load_manifest() + load_manifest("gluoncv_plumbing")
 # Inputs that hold integers (stored as float32 by GluonCV): passed as int64.
 INT_INPUTS = {"matches", "samples", "labels"}
 
@@ -159,7 +160,7 @@ def _check_shapes(case, data):
 
 @pytest.mark.parametrize("case", MANIFEST, ids=_case_id)
 def test_golden_case(case):
-    data = np.load(FIXTURES / case["file"])
+    data = np.load(case["path"])
     if case["check"] == "shapes":
         _check_shapes(case, data)
         return

@@ -29,12 +29,12 @@ same results, bit for bit, computed with PyTorch ops; only eager float32 work on
 uses them (:func:`detblocks.bbox.box_iou`, :func:`detblocks.matcher.bipartite_match`,
 :func:`detblocks.sampler.ohem_sample`, :func:`detblocks.coder.decode_per_class`)."""
 
-_SUBMODULES = ("bbox", "coder", "matcher", "sampler", "predictor", "feature", "conventions")
+_SUBMODULES = ("bbox", "coder", "matcher", "sampler", "predictor", "feature", "assign", "conventions")
 
 __all__ = ["__version__", "NATIVE", "NO_MATCH", "Sample", "empty_cache", "set_value_checks", *_SUBMODULES]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from detblocks import bbox, coder, feature, matcher, predictor, sampler  # noqa: F401
+    from detblocks import assign, bbox, coder, feature, matcher, predictor, sampler  # noqa: F401
 
 
 def __getattr__(name: str):

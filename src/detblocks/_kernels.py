@@ -1,24 +1,26 @@
-"""The optional native CPU kernels (``detblocks._native``, C, built at install time).
+"""The optional native CPU kernels (C extensions, built at install time).
 
-:data:`native` is the module, or ``None`` when it was not built or when the environment
-variable ``DETBLOCKS_NATIVE=0`` turns it off; then every function computes the same
-results with PyTorch ops.
+:data:`native` is ``detblocks._native`` (IoU, bipartite matching, OHEM, per-class
+decoding), or ``None`` when it was not built or when the environment variable
+``DETBLOCKS_NATIVE=0`` turns the native kernels off; then every function computes the
+same results with PyTorch ops. :func:`load` gives the other extensions the same rule.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
 
-def _load() -> ModuleType | None:
+def load(name: str) -> ModuleType | None:
+    """The extension module ``detblocks.<name>``, or ``None`` (not built, or turned off)."""
     if os.environ.get("DETBLOCKS_NATIVE", "1").strip() == "0":
         return None
     try:
-        from detblocks import _native
+        return importlib.import_module(f"detblocks.{name}")
     except ImportError:  # not built: no C compiler at install time, or a source checkout
         return None
-    return _native
 
 
-native: ModuleType | None = _load()
+native: ModuleType | None = load("_native")
