@@ -24,6 +24,10 @@ __all__ = [
     "bbox_split",
     "box_area",
     "box_iou",
+    "generalized_box_iou",
+    "distance_box_iou",
+    "complete_box_iou",
+    "aligned_box_iou",
     "clip_to_image",
     "BBoxCornerToCenter",
     "BBoxCenterToCorner",
@@ -234,6 +238,25 @@ def _planes_and_areas(t: Tensor, offset: float) -> tuple[Tensor, Tensor]:
     return torch.where(finite[:, None], t, 0.0), torch.where(finite, area.clamp(min=0), math.inf)
 
 
+def _pairwise_inputs(a: object, b: object, fmt: object) -> tuple[Tensor, Tensor, bool]:
+    """The checked corner boxes of a pairwise IoU: ``a (B, N, 4)``, ``b (B, M, 4)`` (a 2-d pair
+    gets a batch axis of 1) and whether the inputs were 2-d."""
+    a = _checks.check_boxes("a", a, (2, 3), "(B, N, 4) or (N, 4)")
+    b = _checks.check_boxes("b", b, (2, 3), "(B, M, 4) or (M, 4)")
+    if a.dim() != b.dim():
+        raise ValueError(
+            f"a and b must both be batched (3-d) or both single images (2-d), "
+            f"got a {_checks.shape_str(a)} and b {_checks.shape_str(b)}"
+        )
+    single = a.dim() == 2
+    if single:
+        a, b = a.unsqueeze(0), b.unsqueeze(0)
+    _checks.check_pair_batch("a", a, "b", b)
+    if _checks.parse_fmt(fmt) == "center":
+        a, b = center_to_corner(a), center_to_corner(b)
+    return a, b, single
+
+
 def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: float = 1e-15) -> Tensor:
     """Intersection over union of every box of ``a`` with every box of ``b``, per image.
 
@@ -278,21 +301,9 @@ def box_iou(a: Tensor, b: Tensor, fmt: str = "corner", offset: float = 0, eps: f
         tensor([[[1.0000, 0.0000],
                  [0.1429, 0.1429]]])
     """
-    a = _checks.check_boxes("a", a, (2, 3), "(B, N, 4) or (N, 4)")
-    b = _checks.check_boxes("b", b, (2, 3), "(B, M, 4) or (M, 4)")
-    if a.dim() != b.dim():
-        raise ValueError(
-            f"a and b must both be batched (3-d) or both single images (2-d), "
-            f"got a {_checks.shape_str(a)} and b {_checks.shape_str(b)}"
-        )
+    a, b, single = _pairwise_inputs(a, b, fmt)
     offset = _checks.check_number("offset", offset)
     eps = _checks.check_number("eps", eps, low=0)
-    single = a.dim() == 2
-    if single:
-        a, b = a.unsqueeze(0), b.unsqueeze(0)
-    _checks.check_pair_batch("a", a, "b", b)
-    if _checks.parse_fmt(fmt) == "center":
-        a, b = center_to_corner(a), center_to_corner(b)
     out_dtype = torch.promote_types(a.dtype, b.dtype)
     work = _compute_dtype(out_dtype)
     if _native_iou_applies(a, b, work):
@@ -500,6 +511,232 @@ def _recorded_group_best(ious: Tensor) -> Tensor | None:
     the native kernel recorded them for this unmodified result, else ``None``."""
     entry = _record(ious)
     return None if entry is None else entry[2]
+
+
+# ------------------------------------------------------------------ the IoU family
+#: The kinds of :func:`aligned_box_iou`.
+IOU_KINDS = ("iou", "giou", "diou", "ciou")
+
+# CIoU's aspect-ratio penalty is v = 4 / pi^2 * (arctan(w1 / h1) - arctan(w2 / h2))^2: the
+# factor makes v span [0, 1] over every pair of aspect ratios.
+_CIOU_V_SCALE = 4 / math.pi**2
+
+
+def _safe_div(num: Tensor, den: Tensor) -> Tensor:
+    """``num / den``, and 0 wherever ``den == 0`` (a 0/0 term counts as 0).
+
+    The divisor is replaced before dividing, not only the quotient afterwards (the double
+    ``where``), so no NaN or infinite gradient reaches ``num`` or ``den`` from those pairs.
+    """
+    zero = den == 0
+    return torch.where(zero, 0.0, num / torch.where(zero, 1.0, den))
+
+
+def _aspect_angle(w: Tensor, h: Tensor) -> Tensor:
+    """``arctan(w / h)`` with finite values and gradients everywhere: ``pi / 2`` (times the sign
+    of ``w``) for ``h == 0`` as the reference's ``atan(inf)``, and 0 for a point box (0/0)."""
+    point = (w == 0) & (h == 0)
+    sign = torch.where(h < 0, -1.0, 1.0)  # atan(w / h) = atan2(-w, -h) for h < 0
+    return torch.atan2(w * sign, torch.where(point, 1.0, h * sign))
+
+
+def _iou_of_kind(a: Boxes4, b: Boxes4, kind: str, eps: float, union_eps: float) -> Tensor:
+    """IoU, GIoU, DIoU or CIoU of corner boxes given as broadcastable coordinate tensors.
+
+    ``a`` and ``b`` are ``(xmin, ymin, xmax, ymax)``; per-box terms (sides, areas, centres,
+    aspect angles) are computed on their own shapes, only the pair terms on the broadcast
+    shape. ``union_eps`` is added to the union and the enclosing area (torchvision's losses)
+    or not (its pairwise functions); ``eps`` to the enclosing diagonal and CIoU's ``alpha``
+    denominator. Every quotient with a zero divisor counts as 0.
+    """
+    ax1, ay1, ax2, ay2 = a
+    bx1, by1, bx2, by2 = b
+    aw, ah, bw, bh = ax2 - ax1, ay2 - ay1, bx2 - bx1, by2 - by1
+    iw = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp(min=0)
+    ih = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp(min=0)
+    inter = iw * ih
+    union = (aw * ah + bw * bh) - inter
+    iou = _safe_div(inter, union + union_eps if union_eps else union)
+    if kind == "iou":
+        return iou
+    # The smallest enclosing box.
+    cw = (torch.maximum(ax2, bx2) - torch.minimum(ax1, bx1)).clamp(min=0)
+    ch = (torch.maximum(ay2, by2) - torch.minimum(ay1, by1)).clamp(min=0)
+    if kind == "giou":
+        area_c = cw * ch
+        return iou - _safe_div(area_c - union, area_c + union_eps if union_eps else area_c)
+    dx = (ax1 + ax2) / 2 - (bx1 + bx2) / 2
+    dy = (ay1 + ay2) / 2 - (by1 + by2) / 2
+    diagonal = cw**2 + ch**2 + eps
+    diou = iou - _safe_div(dx**2 + dy**2, diagonal)
+    if kind == "diou":
+        return diou
+    v = _CIOU_V_SCALE * (_aspect_angle(aw, ah) - _aspect_angle(bw, bh)) ** 2
+    alpha = _safe_div(v, 1 - iou + v + eps).detach()  # a constant for autograd, as in the paper
+    return diou - alpha * v
+
+
+def _pairwise_iou_of_kind(a: Tensor, b: Tensor, fmt: str, kind: str, eps: float) -> Tensor:
+    """The pairwise functions of the IoU family: checks, dtype, and :func:`_iou_of_kind` on
+    every pair (no ``eps`` in the union, as torchvision's pairwise functions)."""
+    a, b, single = _pairwise_inputs(a, b, fmt)
+    eps = _checks.check_number("eps", eps, low=0)
+    out_dtype = torch.promote_types(a.dtype, b.dtype)
+    work = _compute_dtype(out_dtype)
+    # Coordinate planes (B, 4, N) and (B, 4, M): contiguous rows for the broadcasts.
+    a_t = a.to(work).transpose(1, 2).contiguous()
+    b_t = b.to(work).transpose(1, 2).contiguous()
+    rows = tuple(a_t[:, i, :, None] for i in range(4))  # (B, N, 1) each
+    cols = tuple(b_t[:, i, None, :] for i in range(4))  # (B, 1, M) each
+    out = _iou_of_kind(rows, cols, kind, eps, 0.0).to(out_dtype)  # (B, N, M)
+    return out.squeeze(0) if single else out
+
+
+def generalized_box_iou(a: Tensor, b: Tensor, fmt: str = "corner") -> Tensor:
+    """Generalized IoU of every box of ``a`` with every box of ``b``, per image.
+
+    torchvision 0.29.1's ``generalized_box_iou``: ``IoU - (C - U) / C`` with the union
+    ``U = area_a + area_b - inter`` and ``C`` the area of the smallest box enclosing both,
+    no ``eps``. In ``[-1, 1]`` for boxes with ``xmin <= xmax`` and ``ymin <= ymax``. Where
+    torchvision divides 0 by 0 (a pair of zero-area boxes: ``U = 0``, and ``C = 0`` when both
+    are segments on one line) and returns NaN, that term counts as 0 here, so two identical
+    points or segments have GIoU 0; gradients are finite there too.
+
+    Args:
+        a (Tensor[B, N, 4]): boxes, or ``Tensor[N, 4]`` for a single image.
+        b (Tensor[B, M, 4]): boxes, or ``Tensor[M, 4]``. A batch size of 1 on either side
+            broadcasts against the other.
+        fmt (str): format of both inputs, ``'corner'``/``'xyxy'`` or ``'center'``/``'cxcywh'``.
+
+    Returns:
+        Tensor[B, N, M] (``Tensor[N, M]`` for 2-d inputs): in the promoted dtype of ``a`` and
+        ``b``; float16/bfloat16 are computed in float32. Differentiable.
+
+    Example:
+        >>> import torch
+        >>> a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 3.0]])
+        >>> b = torch.tensor([[0.0, 0.0, 2.0, 2.0], [4.0, 0.0, 6.0, 2.0]])
+        >>> generalized_box_iou(a, b)
+        tensor([[ 1.0000, -0.3333],
+                [-0.0794, -0.4667]])
+    """
+    return _pairwise_iou_of_kind(a, b, fmt, "giou", 0.0)
+
+
+def distance_box_iou(a: Tensor, b: Tensor, fmt: str = "corner", eps: float = 1e-7) -> Tensor:
+    """Distance IoU of every box of ``a`` with every box of ``b``, per image.
+
+    torchvision 0.29.1's ``distance_box_iou``: ``IoU - d^2 / (c^2 + eps)`` with ``d`` the
+    distance between the boxes' centres and ``c`` the diagonal of the smallest box enclosing
+    both; the IoU has no ``eps``. In ``[-1, 1]`` for boxes with ``xmin <= xmax``. Where
+    torchvision's IoU is 0/0 (two zero-area boxes) and NaN, it counts as 0 here (so does the
+    distance term with ``eps=0`` and two equal points); gradients are finite there too.
+
+    Args:
+        a (Tensor[B, N, 4]): boxes, or ``Tensor[N, 4]`` for a single image.
+        b (Tensor[B, M, 4]): boxes, or ``Tensor[M, 4]``; a batch size of 1 broadcasts.
+        fmt (str): ``'corner'``/``'xyxy'`` or ``'center'``/``'cxcywh'``.
+        eps (float): added to the squared diagonal of the enclosing box (>= 0).
+
+    Returns:
+        Tensor[B, N, M] (``Tensor[N, M]`` for 2-d inputs): in the promoted dtype of ``a`` and
+        ``b``; float16/bfloat16 are computed in float32. Differentiable.
+
+    Example:
+        >>> import torch
+        >>> a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 3.0]])
+        >>> b = torch.tensor([[0.0, 0.0, 2.0, 2.0], [4.0, 0.0, 6.0, 2.0]])
+        >>> distance_box_iou(a, b)
+        tensor([[ 1.0000, -0.4000],
+                [ 0.0317, -0.2941]])
+    """
+    return _pairwise_iou_of_kind(a, b, fmt, "diou", eps)
+
+
+def complete_box_iou(a: Tensor, b: Tensor, fmt: str = "corner", eps: float = 1e-7) -> Tensor:
+    """Complete IoU of every box of ``a`` with every box of ``b``, per image.
+
+    torchvision 0.29.1's ``complete_box_iou``: the distance IoU (:func:`distance_box_iou`)
+    minus ``alpha * v``, with ``v = 4 / pi^2 * (arctan(w_a / h_a) - arctan(w_b / h_b))^2`` and
+    ``alpha = v / (1 - IoU + v + eps)`` treated as a constant by autograd (computed without
+    gradient, as in torchvision and the CIoU paper). In ``(-2, IoU]`` for boxes with
+    ``xmin <= xmax`` and ``ymin <= ymax`` (``0 <= v < 1``). A zero-height box has
+    ``arctan(w / 0) = pi / 2`` as in torchvision; a point box (0/0, NaN in torchvision) has
+    angle 0, and an IoU of 0/0 counts as 0; gradients are finite everywhere.
+
+    Args:
+        a (Tensor[B, N, 4]): boxes, or ``Tensor[N, 4]`` for a single image.
+        b (Tensor[B, M, 4]): boxes, or ``Tensor[M, 4]``; a batch size of 1 broadcasts.
+        fmt (str): ``'corner'``/``'xyxy'`` or ``'center'``/``'cxcywh'``.
+        eps (float): added to the squared enclosing diagonal and to ``alpha``'s denominator
+            (>= 0).
+
+    Returns:
+        Tensor[B, N, M] (``Tensor[N, M]`` for 2-d inputs): in the promoted dtype of ``a`` and
+        ``b``; float16/bfloat16 are computed in float32. Differentiable.
+
+    Example:
+        >>> import torch
+        >>> a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 5.0, 3.0]])
+        >>> b = torch.tensor([[0.0, 0.0, 2.0, 2.0], [4.0, 0.0, 6.0, 2.0]])
+        >>> complete_box_iou(a, b)
+        tensor([[ 1.0000, -0.4000],
+                [-0.0580, -0.0580]])
+    """
+    return _pairwise_iou_of_kind(a, b, fmt, "ciou", eps)
+
+
+def aligned_box_iou(
+    a: Tensor, b: Tensor, kind: str = "iou", fmt: str = "corner", eps: float = 1e-7
+) -> Tensor:
+    """IoU, GIoU, DIoU or CIoU of each box of ``a`` with the box of ``b`` at the same place.
+
+    The element-wise form the box losses use: ``kind='giou'``, ``'diou'`` and ``'ciou'`` are
+    ``1 -`` torchvision 0.29.1's ``generalized_box_iou_loss``, ``distance_box_iou_loss`` and
+    ``complete_box_iou_loss`` (``reduction='none'``): ``eps`` is added to the union, to the
+    enclosing area (GIoU), to the squared enclosing diagonal (DIoU, CIoU) and to CIoU's
+    ``alpha`` denominator; ``alpha`` is a constant for autograd. ``kind='iou'`` is
+    torchvision's ``box_iou`` of each pair, ``inter / union`` (``eps`` unused). Where a
+    divisor is 0 (zero-area pairs with ``eps=0``, point boxes in CIoU's ``arctan(w / h)``),
+    the term counts as 0: the result and its gradients are finite.
+
+    Args:
+        a (Tensor[..., 4]): boxes.
+        b (Tensor[..., 4]): boxes; the leading dims of ``a`` and ``b`` broadcast.
+        kind (str): ``'iou'``, ``'giou'``, ``'diou'`` or ``'ciou'``.
+        fmt (str): ``'corner'``/``'xyxy'`` or ``'center'``/``'cxcywh'``.
+        eps (float): see above (>= 0).
+
+    Returns:
+        Tensor[...]: the broadcast leading dims, in the promoted dtype of ``a`` and ``b``;
+        float16/bfloat16 are computed in float32. Differentiable.
+
+    Example:
+        >>> import torch
+        >>> a = torch.tensor([[0.0, 0.0, 2.0, 2.0], [1.0, 1.0, 3.0, 3.0]])
+        >>> b = torch.tensor([[0.0, 0.0, 2.0, 2.0], [4.0, 0.0, 6.0, 2.0]])
+        >>> aligned_box_iou(a, b, kind="giou")
+        tensor([ 1.0000, -0.4667])
+    """
+    a = _checks.check_boxes("a", a, range(1, 9), "(..., 4)")
+    b = _checks.check_boxes("b", b, range(1, 9), "(..., 4)")
+    if not isinstance(kind, str) or kind not in IOU_KINDS:
+        raise ValueError(f"kind must be one of {list(IOU_KINDS)}, got {kind!r}")
+    fmt = _checks.parse_fmt(fmt)
+    eps = _checks.check_number("eps", eps, low=0)
+    try:
+        torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+    except RuntimeError:
+        raise ValueError(
+            f"the leading dims of a {_checks.shape_str(a)} and b {_checks.shape_str(b)} do not broadcast"
+        ) from None
+    if fmt == "center":
+        a, b = center_to_corner(a), center_to_corner(b)
+    out_dtype = torch.promote_types(a.dtype, b.dtype)
+    work = _compute_dtype(out_dtype)
+    union_eps = 0.0 if kind == "iou" else eps
+    out = _iou_of_kind(a.to(work).unbind(-1), b.to(work).unbind(-1), kind, eps, union_eps)
+    return out.to(out_dtype)
 
 
 def clip_to_image(
