@@ -7,5 +7,7 @@ Each rule reproduces its reference exactly (named in its docstring) and returns 
 from __future__ import annotations
 
 from detblocks.assign._common import Assignment
+from detblocks.assign.atss import ATSSAssigner, atss_assign
+from detblocks.assign.max_iou import MaxIoUAssigner, max_iou_assign
 
-__all__ = ["Assignment"]
+__all__ = ["Assignment", "ATSSAssigner", "atss_assign", "MaxIoUAssigner", "max_iou_assign"]
