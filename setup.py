@@ -41,6 +41,9 @@ class _BuildExt(build_ext):
 
 
 setup(
-    ext_modules=[Extension("detblocks._native", ["src/detblocks/_native.c"], optional=True)],
+    ext_modules=[
+        Extension("detblocks._native", ["src/detblocks/_native.c"], optional=True),
+        Extension("detblocks._native_lsa", ["src/detblocks/_native_lsa.c"], optional=True),
+    ],
     cmdclass={"build_ext": _BuildExt},
 )

@@ -111,6 +111,7 @@ from detblocks._checks import (
     tracing,
 )
 from detblocks._kernels import native as _native
+from detblocks._optimal import HungarianMatcher, hungarian_match, linear_sum_assignment
 from detblocks.bbox import _GROUP_FOLD, _recorded_best_iou, _recorded_group_best, _true_first, box_iou
 from detblocks.conventions import NO_MATCH
 
@@ -122,6 +123,9 @@ __all__ = [
     "BipartiteMatcher",
     "CompositeMatcher",
     "match_boxes",
+    "linear_sum_assignment",
+    "hungarian_match",
+    "HungarianMatcher",
 ]
 
 #: Blocks the anchors are cut into for the one pass over ``x`` (for M <= 256):
