@@ -54,6 +54,14 @@ def eager_cpu(*tensors: Tensor) -> bool:
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
 
 
+def host_reads_free(*tensors: Tensor) -> bool:
+    """Whether reading values of ``tensors`` back to the host costs nothing: eager mode with
+    every tensor on CPU. Elsewhere (an accelerator, or tracing) code that could size its
+    work from such a read takes its static-shape path instead, so the device never waits
+    on the host."""
+    return not tracing() and all(t.device.type == "cpu" for t in tensors)
+
+
 def value_checks_enabled(x: Tensor) -> bool:
     """Whether value checks should run for tensor ``x`` now."""
     if tracing():

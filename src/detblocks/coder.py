@@ -144,9 +144,7 @@ def _positives_only(positive: Tensor, anchors: Tensor, refs: Tensor) -> bool:
     """Whether to encode the positive anchors alone and scatter them (eager CPU, no autograd):
     a few hundred positives among 10^5 anchors make that much cheaper than encoding every
     anchor. Accelerators and tracing keep the dense path (no host read of the count)."""
-    if positive.device.type != "cpu" or _checks.tracing():
-        return False
-    return not (torch.is_grad_enabled() and (anchors.requires_grad or refs.requires_grad))
+    return _checks.eager_cpu(positive, anchors, refs)
 
 
 def _encode_positives(

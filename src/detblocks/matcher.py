@@ -107,6 +107,7 @@ from detblocks._checks import (
     check_pair_batch,
     check_rank,
     eager_cpu,
+    host_reads_free,
     parse_fmt,
     tracing,
 )
@@ -200,8 +201,9 @@ def _scan(x: Tensor, sign: int) -> _Scan:
         recorded = _recorded_group_best(x)
     x = x.detach().contiguous()  # matching is not differentiable; gathers index x's memory
     worst = -sign * float("inf")
-    if tracing():
-        # Shapes must not depend on N % FOLD: every anchor is its own group.
+    if not host_reads_free(x):
+        # Shapes must not depend on N % FOLD (tracing), and no NaN check reads back (an
+        # accelerator): every anchor is its own group.
         x = torch.where(torch.isnan(x), worst, x)
         y = x if sign > 0 else x.neg()
         return _Scan(x, sign, 1, y, y.amax(1), {})
@@ -247,9 +249,9 @@ def _columns(scan: _Scan, ok: Tensor) -> _Columns:
     b, g, m = scan.gmax.shape
     if "columns" in scan.memo:
         before, cs = scan.memo["columns"]
-        if tracing() or not bool((ok & ~before).any()):
+        if not host_reads_free(ok) or not bool((ok & ~before).any()):
             return _Columns(cs.cols, ok.gather(1, cs.cols), cs.gsc)
-    q = m if tracing() else int(ok.sum(1).max())
+    q = int(ok.sum(1).max()) if host_reads_free(ok) else m
     cols = _true_first(ok)[:, :q]  # (B, Q) passing references first, each part ascending
     gsc = scan.gmax.gather(2, cols[:, None, :].expand(b, g, q)).transpose(1, 2).contiguous()
     cs = _Columns(cols, ok.gather(1, cols), gsc)  # gsc (B, Q, G)
@@ -276,7 +278,7 @@ def _reaching(scan: _Scan, cs: _Columns, level: Tensor, eps: float) -> Tensor | 
     """
     x = scan.x
     b, n, m = x.shape
-    if tracing():
+    if not host_reads_free(x):
         return None
     gsc = cs.gsc if eps == 0 else cs.gsc + eps
     pairs = (gsc >= level[..., None]).nonzero()  # (P, 3): image, reference, group
@@ -671,6 +673,13 @@ def bipartite_match(
     which then grows. In eager float32 on CPU (scores larger-better) detblocks' native
     kernel (:data:`detblocks.NATIVE`) does this per image; otherwise batched rounds of
     mutually best pairs do, with the same matches.
+
+    Host reads: eager mode on an accelerator reads back one flag per round of mutually
+    best pairs (every round takes a pair in each image that has one left, so at most
+    ``Q + 1`` rounds, usually 2 to 4), one or two per candidate-list size (4, 8, ... up to
+    ``min(Q, N)``; usually one size) and one count of the matched pairs: 7 reads on a
+    typical batch. Under ``torch.compile``/``torch.export`` there are none (a
+    ``torch.while_loop`` of rounds over static shapes).
 
     Example:
         >>> import torch

@@ -210,8 +210,8 @@ def _hardness_rank(log_p_bg: Tensor) -> Tensor:
 def _hardest_k(log_p_bg: Tensor, eligible: Tensor, num_neg: Tensor) -> tuple[Tensor, Tensor]:
     """The ``num_neg[b]`` hardest eligible anchors of every row (ties: lower anchor first):
     ``index (B, k)`` and ``take (B, k)`` bool, the anchors of row b being ``index[b][take[b]]``.
-    One top-k of unique int64 keys per row, k the largest count (read back to the host;
-    eager float32 only).
+    One top-k of unique int64 keys per row, k the largest count (read back to the host:
+    eager float32 on CPU only, where the read is free).
 
     The key ``bits * N - anchor`` (bits of :func:`_hardness_bits`) is larger for a harder
     anchor and, on equal hardness, for a lower one; ineligible anchors take bits ``-1``,
@@ -305,8 +305,9 @@ def ohem_sample(
 
     The hardness is PyTorch's ``log_softmax``. In eager float32 on CPU, detblocks' native
     kernel (:data:`detblocks.NATIVE`) picks each image's negatives by quickselect on unique
-    integer keys made from its bits, otherwise one top-k of the same keys does; under
-    tracing, a full sort. All three give the same samples.
+    integer keys made from its bits, otherwise (on CPU) one top-k of the same keys does; on
+    other devices and under tracing, a full sort, with no host read. All three give the
+    same samples.
 
     Example:
         >>> import torch
@@ -347,7 +348,7 @@ def _ohem(
     num_neg = torch.minimum(wanted.to(torch.int64), num_eligible)  # (B,)
 
     log_p_bg = _log_p_bg(logits)
-    if log_p_bg.dtype == torch.float32 and not tracing():
+    if log_p_bg.dtype == torch.float32 and eager_cpu(log_p_bg):  # k read back: free on CPU only
         index, take = _hardest_k(log_p_bg, eligible, num_neg)
         # +1 positive, -1 negative (never both: negatives are unmatched)
         return positive.to(torch.int64).scatter_add_(1, index, take.to(torch.int64).neg_())
