@@ -1,0 +1,315 @@
+"""The steps SimOTA and DynamicSoftLabel share: candidates, pair costs, dynamic k, conflicts.
+
+Both rules (mmdet 3.3.0 ``SimOTAAssigner`` and ``DynamicSoftLabelAssigner``) work per
+image on its *candidate* priors (inside some ground truth, or in some ground truth's
+centre region): every real ground truth ``g`` of the image gets a cost and an IoU with
+every candidate; ``k_g = max(1, int(sum of g's top-``topk`` IoUs))``; ``g`` picks its
+``k_g`` cheapest candidates; a prior picked by several ground truths goes to the one of
+*all* the image's ground truths for which it is cheapest.
+
+Layout
+------
+Ground truths are *rows* ``(img, row)``: in eager mode the real rows only (one host read,
+their number), under ``torch.compile``/``torch.export`` every padded row with a mask.
+Candidates are *columns* of a per-image layout ``(B, L)``: in eager mode each image's
+candidate priors, in prior order, padded to the largest count ``L`` (one host read);
+traced, ``L = N`` and every prior is a column with a mask. The rule evaluates its cost
+and IoU on blocks of rows x ``L`` columns (:data:`CHUNK_ELEMENTS` pairs at a time in
+eager mode, all rows traced), so working memory grows with the real ground truths times
+the candidates, never with ``B x M x N x C``: the class part of a cost needs only the
+ground truth's class column and one per-candidate sum over classes.
+
+Selection
+---------
+Each block's top-``k`` runs on unique int64 keys, ``(order-preserving bits of the
+float32 cost) << 32 | prior index``, so equal costs go to the lower prior index, and the
+static bound ``k <= topk`` (an IoU is at most 1) keeps shapes static. Conflicts take the
+per-column minimum of ``cost bits << 32 | ground-truth row`` over every row of the image
+(a scatter-min into ``(B, L)``), so equal costs go to the lower row. Both paths (eager
+and traced) run the same operations on the same values and pick the same pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from detblocks._checks import (
+    check_batch,
+    check_boxes,
+    check_dim,
+    check_float,
+    check_in_range,
+    check_rank,
+    shape_str,
+    tracing,
+)
+from detblocks.assign._common import BACKGROUND, Assignment, check_ground_truth, real_rows
+
+#: Pairs (ground truth x candidate) evaluated at once by the eager path: the float32
+#: planes of one block stay about 1 MiB each (cache-sized, reused allocations).
+CHUNK_ELEMENTS: int = 1 << 18
+
+#: Key of a pair that is not a candidate: above every real key.
+_NO_KEY = torch.iinfo(torch.int64).max
+_LOW32 = 0xFFFFFFFF
+
+
+class Rows(NamedTuple):
+    """Ground-truth rows taking part: ``img``, ``row`` (Tensor[R] int64) and ``ok``
+    (Tensor[R] bool, traced only; ``None`` when every row is real)."""
+
+    img: Tensor
+    row: Tensor
+    ok: Tensor | None
+
+
+class Columns(NamedTuple):
+    """Per-image candidate layout: ``prior (Tensor[B, L] int64)`` the prior of each column,
+    ``ok (Tensor[B, L] bool)`` whether it is a candidate; the flat candidate list ``img``,
+    ``slot`` (Tensor[K] int64: image and column) and ``prior_k`` (Tensor[K]), with ``ok_k``
+    (Tensor[K] bool, or ``None`` when every listed column is a candidate)."""
+
+    prior: Tensor
+    ok: Tensor
+    img: Tensor
+    slot: Tensor
+    prior_k: Tensor
+    ok_k: Tensor | None
+
+
+def gt_rows(valid: Tensor) -> Rows:
+    """The rows of ``valid (Tensor[B, M] bool)``: the true ones (eager, one host read) or
+    all of them with ``valid`` as the mask (traced)."""
+    b, m = valid.shape
+    if tracing():
+        flat = torch.arange(b * m, device=valid.device)
+        return Rows(flat // m, flat % m, valid.reshape(-1))
+    flat = valid.reshape(-1).nonzero().squeeze(1)
+    return Rows(flat // m, flat % m, None)
+
+
+def row_blocks(rows: Rows, width: int) -> list[slice]:
+    """Slices of rows evaluated together against ``width`` columns."""
+    r = rows.img.shape[0]
+    if tracing():
+        return [slice(0, r)]
+    step = max(1, CHUNK_ELEMENTS // max(width, 1))
+    return [slice(i, min(i + step, r)) for i in range(0, r, step)]
+
+
+def region_mask(rows: Rows, inside: Callable[[slice], Tensor], b: int, n: int) -> Tensor:
+    """``Tensor[B, N] bool``: priors for which ``inside(block) (Tensor[R_block, N] bool)``
+    holds for some row of their image."""
+    hits = torch.zeros((b, n), dtype=torch.int32, device=rows.img.device)
+    for blk in row_blocks(rows, n):
+        mask = inside(blk)
+        if rows.ok is not None:
+            mask = mask & rows.ok[blk, None]
+        hits.index_add_(0, rows.img[blk], mask.to(torch.int32))
+    return hits > 0
+
+
+def candidate_columns(region: Tensor) -> Columns:
+    """The per-image column layout of the candidate priors ``region (Tensor[B, N] bool)``."""
+    b, n = region.shape
+    dev = region.device
+    if tracing():
+        prior = torch.arange(n, device=dev).expand(b, n)
+        flat = torch.arange(b * n, device=dev)
+        return Columns(prior, region, flat // n, flat % n, flat % n, region.reshape(-1))
+    counts = region.sum(1)  # (B,)
+    width = int(counts.max()) if b > 0 else 0  # host read: the widest image
+    idx = region.nonzero()  # (K, 2) in (image, prior) order
+    img, prior_k = idx[:, 0], idx[:, 1]
+    starts = torch.cumsum(counts, 0) - counts  # (B,)
+    slot = torch.arange(img.shape[0], device=dev) - starts[img]
+    prior = torch.zeros((b, width), dtype=torch.int64, device=dev)
+    prior[img, slot] = prior_k
+    ok = torch.arange(width, device=dev) < counts[:, None]
+    return Columns(prior, ok, img, slot, prior_k, None)
+
+
+def scatter_columns(cols: Columns, values: Tensor, fill: float) -> Tensor:
+    """``Tensor[B, L]`` of the per-candidate ``values (Tensor[K])``, ``fill`` elsewhere."""
+    b, width = cols.prior.shape
+    out = torch.full((b, width), fill, dtype=values.dtype, device=values.device)
+    out[cols.img, cols.slot] = values
+    return out
+
+
+def cost_bits(cost: Tensor) -> Tensor:
+    """Order-preserving int64 image of float32 ``cost`` (``-0.0`` as ``+0.0``): comparing
+    the results compares the costs, ``+inf`` above every finite cost."""
+    bits = (cost + 0.0).view(torch.int32)
+    return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+
+
+def _smallest(keys: Tensor, k: int, largest: bool = False) -> tuple[Tensor, Tensor]:
+    """``topk`` over the last axis (sorted) with ``k`` possibly above its size: traced,
+    ``k`` entries that lose to every real one are appended (the sizes are symbolic); eager,
+    ``k`` is clipped to the size."""
+    if tracing():
+        fill = (-1.0 if keys.is_floating_point() else -1) if largest else _NO_KEY
+        pad = torch.full((keys.shape[0], k), fill, dtype=keys.dtype, device=keys.device)
+        return torch.cat([keys, pad], 1).topk(k, dim=1, largest=largest, sorted=True)
+    return keys.topk(min(k, keys.shape[1]), dim=1, largest=largest, sorted=True)
+
+
+PairFn = Callable[[slice], tuple[Tensor, Tensor]]
+
+
+def dynamic_k_match(rows: Rows, cols: Columns, pair_costs: PairFn, topk: int) -> Tensor:
+    """Dynamic-k matching: ``Tensor[B, L]`` int64, the ground-truth row each candidate
+    column goes to, ``-1`` for none.
+
+    ``pair_costs(block)`` gives ``(iou, cost)``, each ``Tensor[R_block, L]`` float32, for
+    the rows ``block`` (a slice of ``rows``) against their images' columns; values at
+    non-candidate columns are never read. Per row: ``k = max(1, int(sum of the top-topk
+    IoUs))`` (summed in descending order, one after another, as mmdet's ``sum(0)`` over
+    ``topk``'s output), then the ``k`` lowest costs (lower prior on ties). A column picked
+    by several rows goes to the lowest cost over every row of its image (lower row on
+    ties), one picked once to its picker.
+    """
+    b, width = cols.prior.shape
+    dev = cols.prior.device
+    best = torch.full((b, width), _NO_KEY, dtype=torch.int64, device=dev)  # conflict keys
+    picks_at, picks_row, picks_ok = [], [], []
+    for blk in row_blocks(rows, width):
+        img, row = rows.img[blk], rows.row[blk]
+        ok = cols.ok.index_select(0, img)  # (R, L)
+        if rows.ok is not None:
+            ok = ok & rows.ok[blk, None]
+        iou, cost = pair_costs(blk)  # (R, L) each
+        top = _smallest(torch.where(ok, iou, -1.0), topk, largest=True).values.clamp(min=0)
+        total = top[:, 0] if top.shape[1] else torch.zeros_like(iou[:, 0])
+        for i in range(1, top.shape[1]):
+            total = total + top[:, i]
+        k = total.to(torch.int32).clamp(min=1)  # (R,) mmdet's int() then clamp(min=1)
+        high = cost_bits(cost).bitwise_left_shift(32)  # (R, L)
+        key = torch.where(ok, high | cols.prior.index_select(0, img), _NO_KEY)
+        sel = _smallest(key, topk)
+        chosen = (torch.arange(sel.values.shape[1], device=dev) < k[:, None]) & (sel.values != _NO_KEY)
+        at = img[:, None] * width + sel.indices  # (R, topk) flat column
+        picks_at.append(at.clamp(max=b * width - 1))  # traced padding entries are never chosen
+        picks_row.append(row[:, None].expand_as(at))
+        picks_ok.append(chosen)
+        conflict = torch.where(ok, high | row[:, None], _NO_KEY)
+        best.scatter_reduce_(0, img[:, None].expand_as(conflict), conflict, "amin")
+    at = torch.cat(picks_at).reshape(-1)
+    chosen = torch.cat(picks_ok).reshape(-1)
+    picker = torch.where(chosen, torch.cat(picks_row).reshape(-1), -1)
+    count = torch.zeros(b * width, dtype=torch.int32, device=dev).index_add_(0, at, chosen.to(torch.int32))
+    single = torch.full((b * width,), -1, dtype=torch.int64, device=dev)
+    single = single.scatter_reduce(0, at, picker, "amax")
+    cheapest = (best.reshape(-1) & _LOW32).to(torch.int64)
+    owner = torch.where(count > 1, cheapest, single)
+    return owner.view(b, width)
+
+
+def to_priors(cols: Columns, owner: Tensor, n: int) -> Tensor:
+    """``Tensor[B, N]`` int64: the column values ``owner (Tensor[B, L])`` at their priors,
+    ``-1`` at priors that are not candidates."""
+    b = owner.shape[0]
+    src = torch.where(cols.ok, owner, -1)
+    out = torch.full((b, n), -1, dtype=torch.int64, device=owner.device)
+    return out.scatter_reduce(1, cols.prior, src, "amax")
+
+
+def aligned_iou(a: Tensor, g: Tensor) -> Tensor:
+    """mmdet's ``bbox_overlaps`` (``eps=1e-6``) of boxes ``a`` and ``g`` (broadcast,
+    ``Tensor[..., 4]``), in mmdet's order of float operations."""
+    return pair_iou(*a.unbind(-1), *g.unbind(-1))
+
+
+def pair_iou(ax1: Tensor, ay1: Tensor, ax2: Tensor, ay2: Tensor, gx1: Tensor, gy1: Tensor, gx2: Tensor,
+             gy2: Tensor) -> Tensor:  # fmt: skip
+    """mmdet's ``bbox_overlaps`` from coordinate planes (broadcast), in its operation order:
+    areas, clamped intersection, ``union = max(area_a + area_g - overlap, 1e-6)``."""
+    area_a = (ax2 - ax1) * (ay2 - ay1)
+    area_g = (gx2 - gx1) * (gy2 - gy1)
+    w = (torch.minimum(ax2, gx2) - torch.maximum(ax1, gx1)).clamp(min=0)
+    h = (torch.minimum(ay2, gy2) - torch.maximum(ay1, gy1)).clamp(min=0)
+    overlap = w * h
+    union = (area_a + area_g - overlap).clamp(min=_UNION_EPS)
+    return overlap / union
+
+
+#: mmdet's floor of the union in ``bbox_overlaps`` (``eps=1e-6``).
+_UNION_EPS = 1e-6
+
+
+class Inputs(NamedTuple):
+    """Checked inputs of a dynamic-k rule, detached, in float32 where noted."""
+
+    priors: Tensor  # (N, 4) float32
+    scores: Tensor  # (B, N, C) as given (gathered before any conversion)
+    boxes: Tensor  # (B, N, 4) float32
+    gt_labels: Tensor  # (B, M) int64
+    gt_boxes: Tensor  # (B, M, 4) float32
+    out_dtype: torch.dtype
+
+
+def check_inputs(
+    priors: object, scores_name: str, scores: object, pred_boxes: object, gt_labels: object, gt_boxes: object
+) -> Inputs:
+    """Shapes, dtypes, devices and label range of a dynamic-k rule's arguments."""
+    priors = check_boxes("priors", priors, 2, "(N, 4)")
+    scores = check_float(scores_name, scores)
+    check_rank(scores_name, scores, 3, "(B, N, C)")
+    pred_boxes = check_boxes("pred_boxes", pred_boxes, 3, "(B, N, 4)")
+    gt_labels, gt_boxes = check_ground_truth(gt_labels, gt_boxes)
+    check_batch((scores_name, scores), ("pred_boxes", pred_boxes), ("gt_boxes", gt_boxes))
+    n = priors.shape[0]
+    check_dim(scores_name, scores, 1, n, "N", "priors")
+    check_dim("pred_boxes", pred_boxes, 1, n, "N", "priors")
+    if scores.shape[2] == 0:
+        raise ValueError(f"{scores_name} must have at least one class, got shape {shape_str(scores)}")
+    devices = {t.device for t in (priors, scores, pred_boxes, gt_labels, gt_boxes)}
+    if len(devices) > 1:
+        names = f"priors, {scores_name}, pred_boxes and the ground truth"
+        raise ValueError(f"{names} must share one device, got {sorted(str(d) for d in devices)}")
+    c = scores.shape[2]
+    check_in_range("gt_labels", gt_labels, -1, c, f"C = {c} classes, -1 for padding")
+    out_dtype = torch.promote_types(pred_boxes.dtype, gt_boxes.dtype)
+    f32 = torch.float32
+    return Inputs(
+        priors.detach().to(f32),
+        scores.detach(),
+        pred_boxes.detach().to(f32),
+        gt_labels,
+        gt_boxes.detach().to(f32),
+        out_dtype,
+    )
+
+
+def background(b: int, n: int, dtype: torch.dtype, device: torch.device) -> Assignment:
+    """Every prior background."""
+    matches = torch.full((b, n), BACKGROUND, dtype=torch.int64, device=device)
+    return Assignment(matches, matches.clone(), torch.zeros((b, n), dtype=dtype, device=device))
+
+
+def finish(inp: Inputs, matches: Tensor) -> Assignment:
+    """``Assignment`` from ``matches (Tensor[B, N])``: the labels, and the quality (IoU of
+    each positive's predicted box with its ground truth, as mmdet's ``max_overlaps``)."""
+    pos = matches >= 0
+    at = matches.clamp(min=0)
+    labels = torch.where(pos, inp.gt_labels.gather(1, at), BACKGROUND)
+    g = inp.gt_boxes.gather(1, at[..., None].expand(-1, -1, 4))  # (B, N, 4)
+    iou = aligned_iou(inp.boxes, g)
+    quality = torch.where(pos, iou, 0.0).to(inp.out_dtype)
+    return Assignment(matches, labels, quality)
+
+
+def ground_truth_rows(inp: Inputs) -> tuple[Rows, Tensor]:
+    """The rows of the real ground truths with finite boxes, and their boxes
+    ``Tensor[R, 4]`` float32 (zeros at masked traced rows)."""
+    valid = real_rows(inp.gt_labels) & torch.isfinite(inp.gt_boxes).all(-1)  # (B, M)
+    rows = gt_rows(valid)
+    g = inp.gt_boxes[rows.img, rows.row]  # (R, 4)
+    if rows.ok is not None:
+        g = torch.where(rows.ok[:, None], g, 0.0)
+    return rows, g

@@ -1,0 +1,234 @@
+"""SimOTA: YOLOX's dynamic-k assignment (Ge et al., 2021).
+
+Reproduces mmdet 3.3.0 ``mmdet/models/task_modules/assigners/sim_ota_assigner.py``
+``SimOTAAssigner`` (``iou_calculator=BboxOverlaps2D``), batched over a padded batch.
+
+Per image: a prior is a *candidate* when its centre lies inside some ground truth's box
+or inside some ground truth's centre region (the square of half-side ``center_radius``
+strides around the box centre). For every real ground truth ``g`` and candidate ``p``,
+``cost = cls_weight * BCE + iou_weight * -log(IoU + 1e-7) + 1e5`` where ``p`` is not both
+inside ``g``'s box and its centre region, with ``BCE`` mmdet's ``F.binary_cross_entropy``
+of ``p``'s class probabilities against ``g``'s one-hot class, summed over classes (log
+clamped at -100). ``g`` takes its ``max(1, int(sum of its top candidate_topk IoUs))``
+cheapest candidates; a prior taken by several ground truths goes to the one of all the
+image's ground truths with the lowest cost for it.
+
+The class cost is a per-candidate sum ``sum_c -log(1 - p_c)`` (one pass over the
+candidates' scores) corrected at the ground truth's class column, so no ``candidates x
+ground truths x C`` tensor exists; the batching is :mod:`detblocks.assign._dynamic_k`'s.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from detblocks._checks import check_number, tracing
+from detblocks.assign import _dynamic_k as dk
+from detblocks.assign._common import Assignment
+
+__all__ = ["simota_assign", "SimOTAAssigner"]
+
+#: mmdet's cost of a pair outside the ground truth's box-and-centre region (``INF``).
+_OUTSIDE = 100000.0
+#: mmdet's ``EPS`` in ``-log(IoU + EPS)``.
+_LOG_EPS = 1e-7
+#: ``F.binary_cross_entropy`` clamps each log at -100.
+_LOG_FLOOR = -100.0
+
+
+def _neg_log_1m(p: Tensor) -> Tensor:
+    """``-max(log(1 - p), -100)``: the binary cross-entropy of probability ``p`` against 0."""
+    return torch.log1p(-p).clamp(min=_LOG_FLOOR).neg()
+
+
+def _neg_log(p: Tensor) -> Tensor:
+    """``-max(log(p), -100)``: the binary cross-entropy of probability ``p`` against 1."""
+    return torch.log(p).clamp(min=_LOG_FLOOR).neg()
+
+
+def simota_assign(
+    priors: Tensor,
+    pred_scores: Tensor,
+    pred_boxes: Tensor,
+    gt_labels: Tensor,
+    gt_boxes: Tensor,
+    center_radius: float = 2.5,
+    candidate_topk: int = 10,
+    iou_weight: float = 3.0,
+    cls_weight: float = 1.0,
+) -> Assignment:
+    """SimOTA target assignment: mmdet 3.3.0 ``SimOTAAssigner``, batched.
+
+    Reference: mmdet 3.3.0, ``mmdet/models/task_modules/assigners/sim_ota_assigner.py``,
+    ``SimOTAAssigner.assign`` as ``YOLOXHead`` calls it, per image on its real ground
+    truths. See the module notes for the rule.
+
+    Args:
+        priors (Tensor[N, 4]): ``(cx, cy, stride_w, stride_h)`` per prior, pixels (YOLOX:
+            cell centres, ``(i + 0.5) * stride``), the same for every image.
+        pred_scores (Tensor[B, N, C]): class probabilities (YOLOX:
+            ``sqrt(sigmoid(cls) * sigmoid(obj))``).
+        pred_boxes (Tensor[B, N, 4]): predicted corner boxes, pixels.
+        gt_labels (Tensor[B, M]): int64 class ids in ``[0, C)``, ``-1`` for a padding row
+            (anywhere).
+        gt_boxes (Tensor[B, M, 4]): corner ground-truth boxes, pixels.
+        center_radius (float): half-side of the centre region, in strides.
+        candidate_topk (int): IoUs summed for each ground truth's dynamic k.
+        iou_weight (float): weight of the ``-log(IoU + 1e-7)`` cost.
+        cls_weight (float): weight of the classification cost.
+
+    Returns:
+        Assignment: ``matches (Tensor[B, N])`` int64, the assigned ground-truth row or
+        ``-1``; ``labels (Tensor[B, N])`` its class or ``-1``; ``quality (Tensor[B, N])``
+        the IoU of the prior's predicted box with its ground truth (mmdet's
+        ``max_overlaps`` at positives), 0 elsewhere, in the promoted dtype of
+        ``pred_boxes`` and ``gt_boxes``.
+
+    Ties: equal costs go to the lower prior index in a ground truth's selection, and to
+    the lower ground-truth row when a prior picked by several is resolved.
+
+    Numerics and special cases: every cost is computed in float32 (float16/bfloat16 and
+    float64 inputs too, and under autocast), the binary cross-entropy never in half
+    precision. A prior whose predicted box is not finite, or whose scores are not all in
+    ``[0, 1]`` (NaN included), is not a candidate, so it is never positive and does not
+    count in any dynamic k. A padding row, or a ground truth with a non-finite
+    coordinate, takes no part. Eager mode reads three numbers back to the host per call
+    (the real ground truths, the candidates, the widest image's candidate count) and
+    evaluates the pairs in blocks of :data:`detblocks.assign._dynamic_k.CHUNK_ELEMENTS`;
+    the traceable path reads nothing and evaluates every (row, prior) pair.
+
+    Example:
+        >>> import torch
+        >>> priors = torch.tensor([[4.0, 4, 8, 8], [12, 4, 8, 8], [20, 4, 8, 8], [28, 4, 8, 8]])
+        >>> scores = torch.full((1, 4, 2), 0.1)
+        >>> boxes = torch.tensor([[[0.0, 0, 16, 8], [1, 0, 16, 8], [16, 0, 24, 8], [40, 0, 48, 8]]])
+        >>> gt_labels = torch.tensor([[1, -1]])  # one object, one padding row
+        >>> gt_boxes = torch.tensor([[[0.0, 0, 16, 8], [-1, -1, -1, -1]]])
+        >>> a = simota_assign(priors, scores, boxes, gt_labels, gt_boxes)  # k = int(1 + 0.9375) = 1
+        >>> a.matches, a.labels, a.quality
+        (tensor([[ 0, -1, -1, -1]]), tensor([[ 1, -1, -1, -1]]), tensor([[1., 0., 0., 0.]]))
+    """
+    inp = dk.check_inputs(priors, "pred_scores", pred_scores, pred_boxes, gt_labels, gt_boxes)
+    center_radius = float(check_number("center_radius", center_radius, low=0))
+    candidate_topk = check_number("candidate_topk", candidate_topk, low=1, integer=True)
+    iou_weight = float(check_number("iou_weight", iou_weight))
+    cls_weight = float(check_number("cls_weight", cls_weight))
+    b, n, _ = inp.scores.shape
+    m = inp.gt_labels.shape[1]
+    dev = inp.boxes.device
+    if not tracing() and b * n * m == 0:
+        return dk.background(b, n, inp.out_dtype, dev)
+
+    rows, g = dk.ground_truth_rows(inp)
+    if not tracing() and rows.img.shape[0] == 0:
+        return dk.background(b, n, inp.out_dtype, dev)
+    gx1, gy1, gx2, gy2 = (v[:, None] for v in g.unbind(-1))  # (R, 1) each
+    gcx, gcy = (gx1 + gx2) / 2.0, (gy1 + gy2) / 2.0
+    px, py, sw, sh = inp.priors.unbind(-1)  # (N,)
+    rx, ry = center_radius * sw, center_radius * sh  # (N,) centre-region half-sides
+
+    def region(blk: slice) -> Tensor:  # (R_blk, N): in the box or in the centre region
+        x1, y1, x2, y2, cx, cy = gx1[blk], gy1[blk], gx2[blk], gy2[blk], gcx[blk], gcy[blk]
+        in_box = (px > x1) & (py > y1) & (x2 > px) & (y2 > py)
+        in_ctr = (px > cx - rx) & (py > cy - ry) & (cx + rx > px) & (cy + ry > py)
+        return in_box | in_ctr
+
+    box_ok = torch.isfinite(inp.boxes).all(-1) & torch.isfinite(inp.priors).all(-1)  # (B, N)
+    cols = dk.candidate_columns(dk.region_mask(rows, region, b, n) & box_ok)
+
+    # Per candidate: the class cost against an all-zero target, and whether its scores
+    # are probabilities.
+    s = inp.scores[cols.img, cols.prior_k].to(torch.float32)  # (K, C)
+    zero_target = _neg_log_1m(s).sum(-1)  # (K,)
+    good = (s.amin(-1) >= 0) & torch.isfinite(zero_target)
+    if cols.ok_k is not None:
+        good = good & cols.ok_k
+    cols = cols._replace(ok=dk.scatter_columns(cols, good, False))
+    zero_col = dk.scatter_columns(cols, torch.where(good, zero_target, 0.0), 0.0)  # (B, L)
+
+    cp = cols.prior
+    cpx, cpy, crx, cry = px[cp], py[cp], rx[cp], ry[cp]  # (B, L)
+    cb = inp.boxes.gather(1, cp[..., None].expand(-1, -1, 4))  # (B, L, 4)
+    bx1, by1, bx2, by2 = cb.unbind(-1)
+    labels = inp.gt_labels[rows.img, rows.row].clamp(min=0)  # (R,)
+
+    def pair_costs(blk: slice) -> tuple[Tensor, Tensor]:
+        img = rows.img[blk]
+        pr = cp.index_select(0, img)  # (R_blk, L)
+
+        def take(plane: Tensor) -> Tensor:
+            return plane.index_select(0, img)
+
+        x1, y1, x2, y2 = gx1[blk], gy1[blk], gx2[blk], gy2[blk]
+        iou = dk.pair_iou(take(bx1), take(by1), take(bx2), take(by2), x1, y1, x2, y2)
+        qx, qy, qrx, qry = take(cpx), take(cpy), take(crx), take(cry)
+        cx, cy = gcx[blk], gcy[blk]
+        in_box = (qx > x1) & (qy > y1) & (x2 > qx) & (y2 > qy)
+        in_ctr = (qx > cx - qrx) & (qy > cy - qry) & (cx + qrx > qx) & (cy + qry > qy)
+        p_cls = inp.scores[img[:, None], pr, labels[blk, None]].to(torch.float32)  # (R_blk, L)
+        cls = take(zero_col) - _neg_log_1m(p_cls) + _neg_log(p_cls)
+        iou_cost = torch.log(iou + _LOG_EPS).neg()
+        outside = torch.where(in_box & in_ctr, 0.0, _OUTSIDE)
+        return iou, cls * cls_weight + iou_cost * iou_weight + outside
+
+    owner = dk.dynamic_k_match(rows, cols, pair_costs, candidate_topk)
+    return dk.finish(inp, dk.to_priors(cols, owner, n))
+
+
+class SimOTAAssigner(nn.Module):
+    """SimOTA (YOLOX): mmdet 3.3.0 ``SimOTAAssigner``.
+
+    Reference: mmdet 3.3.0, ``mmdet/models/task_modules/assigners/sim_ota_assigner.py``.
+    A thin module over :func:`simota_assign`; see it for the rule, shapes and numerics.
+
+    Args:
+        center_radius (float): half-side of the centre region, in strides.
+        candidate_topk (int): IoUs summed for each ground truth's dynamic k.
+        iou_weight (float): weight of the IoU cost.
+        cls_weight (float): weight of the classification cost.
+
+    Example:
+        >>> import torch
+        >>> assigner = SimOTAAssigner()
+        >>> priors = torch.tensor([[4.0, 4, 8, 8], [12, 4, 8, 8]])
+        >>> boxes = torch.tensor([[[0.0, 0, 8, 8], [8, 0, 16, 8]]])
+        >>> gt_labels, gt_boxes = torch.tensor([[2]]), torch.tensor([[[0.0, 0, 9, 8]]])
+        >>> out = assigner(priors, torch.full((1, 2, 3), 0.2), boxes, gt_labels, gt_boxes)
+        >>> out.matches, out.labels
+        (tensor([[ 0, -1]]), tensor([[ 2, -1]]))
+    """
+
+    def __init__(
+        self,
+        center_radius: float = 2.5,
+        candidate_topk: int = 10,
+        iou_weight: float = 3.0,
+        cls_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.center_radius = float(check_number("center_radius", center_radius, low=0))
+        self.candidate_topk = check_number("candidate_topk", candidate_topk, low=1, integer=True)
+        self.iou_weight = float(check_number("iou_weight", iou_weight))
+        self.cls_weight = float(check_number("cls_weight", cls_weight))
+
+    def forward(
+        self, priors: Tensor, pred_scores: Tensor, pred_boxes: Tensor, gt_labels: Tensor, gt_boxes: Tensor
+    ) -> Assignment:
+        return simota_assign(
+            priors,
+            pred_scores,
+            pred_boxes,
+            gt_labels,
+            gt_boxes,
+            center_radius=self.center_radius,
+            candidate_topk=self.candidate_topk,
+            iou_weight=self.iou_weight,
+            cls_weight=self.cls_weight,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"center_radius={self.center_radius}, candidate_topk={self.candidate_topk}, "
+            f"iou_weight={self.iou_weight}, cls_weight={self.cls_weight}"
+        )
