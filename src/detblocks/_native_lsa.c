@@ -232,8 +232,113 @@ static PyObject *native_lsa(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* min/max that return NaN when either side is NaN, as torch.minimum/torch.maximum. */
+static inline float nan_min(float a, float b) { return (a < b || a != a) ? a : b; }
+static inline float nan_max(float a, float b) { return (a > b || a != a) ? a : b; }
+
+typedef struct {
+    const float *pred;  /* (batch, q, 4) center boxes */
+    const float *gt;    /* (batch, m, 4) center boxes */
+    const float *cls;   /* (batch, q, m) class cost */
+    int64_t batch, q, m;
+    float w_class, w_bbox, w_giou, eps;
+    float *out;         /* (batch, q, m) */
+} cost_job;
+
+/* The rows [begin, end) (over batch * q) of _optimal._matching_cost's float32 cost, with
+ * the PyTorch path's operations in its order (the same roundings: every operation is
+ * float32, no fused multiply-add), so the same values. planes: 9 * m floats. */
+static void cost_rows(const cost_job *job, int64_t begin, int64_t end, float *planes) {
+    const int64_t m = job->m;
+    float *gx = planes, *gy = gx + m, *gw = gy + m, *gh = gw + m;
+    float *gx1 = gh + m, *gx2 = gx1 + m, *gy1 = gx2 + m, *gy2 = gy1 + m, *garea = gy2 + m;
+    int64_t image = -1;
+    for (int64_t row = begin; row < end; row++) {
+        const int64_t b = row / job->q;
+        if (b != image) {
+            image = b;
+            const float *g = job->gt + b * m * 4;
+            for (int64_t j = 0; j < m; j++) {
+                gx[j] = g[4 * j], gy[j] = g[4 * j + 1], gw[j] = g[4 * j + 2], gh[j] = g[4 * j + 3];
+                const float hw = gw[j] / 2.0f, hh = gh[j] / 2.0f;
+                gx1[j] = gx[j] - hw, gx2[j] = gx[j] + hw, gy1[j] = gy[j] - hh, gy2[j] = gy[j] + hh;
+                garea[j] = gw[j] * gh[j];
+            }
+        }
+        const float *p = job->pred + row * 4;
+        const float px = p[0], py = p[1], pw = p[2], ph = p[3];
+        const float phw = pw / 2.0f, phh = ph / 2.0f;
+        const float px1 = px - phw, px2 = px + phw, py1 = py - phh, py2 = py + phh;
+        const float parea = pw * ph;
+        const float *cls = job->cls + row * m;
+        float *out = job->out + row * m;
+        const float wc = job->w_class, wb = job->w_bbox, wg = job->w_giou, eps = job->eps;
+        for (int64_t j = 0; j < m; j++) {
+            float iw = nan_min(px2, gx2[j]) - nan_max(px1, gx1[j]);
+            float ih = nan_min(py2, gy2[j]) - nan_max(py1, gy1[j]);
+            iw = iw < 0.0f ? 0.0f : iw;
+            ih = ih < 0.0f ? 0.0f : ih;
+            const float inter = iw * ih;
+            const float uni = ((parea + garea[j]) - inter) + eps;
+            const float cw = nan_max(px2, gx2[j]) - nan_min(px1, gx1[j]);
+            const float ch = nan_max(py2, gy2[j]) - nan_min(py1, gy1[j]);
+            const float hull = cw * ch + eps;
+            const float giou = inter / uni - (hull - uni) / hull;
+            const float l1 = ((fabsf(px - gx[j]) + fabsf(py - gy[j])) + fabsf(pw - gw[j])) + fabsf(ph - gh[j]);
+            const float c = (cls[j] * wc + l1 * wb) + (1.0f - giou) * wg;
+            out[j] = isfinite(c) ? c : 0.0f;
+        }
+    }
+}
+
+/* hungarian_cost(pred, gt, cls, batch, q, m, w_class, w_bbox, w_giou, eps, out, threads):
+ * RT-DETR's matching cost from the float32 class cost, all float32 contiguous. */
+static PyObject *native_hungarian_cost(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long pred, gt, cls, out;
+    long long batch, q, m;
+    double w_class, w_bbox, w_giou, eps;
+    int threads;
+    if (!PyArg_ParseTuple(args, "KKKLLLddddKi", &pred, &gt, &cls, &batch, &q, &m, &w_class, &w_bbox, &w_giou, &eps,
+                          &out, &threads))
+        return NULL;
+    if (batch < 0 || q < 0 || m < 0) {
+        PyErr_SetString(PyExc_ValueError, "hungarian_cost: negative sizes");
+        return NULL;
+    }
+    const cost_job job = {(const float *)(uintptr_t)pred, (const float *)(uintptr_t)gt,
+                          (const float *)(uintptr_t)cls, batch, q, m, (float)w_class, (float)w_bbox, (float)w_giou,
+                          (float)eps, (float *)(uintptr_t)out};
+    const int64_t rows = batch * q;
+    if (threads > rows / 64) threads = (int)(rows / 64);  /* at least 64 rows a thread */
+    if (threads < 1) threads = 1;
+    (void)threads;  /* without OpenMP */
+    int failed = 0;
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) reduction(| : failed)
+#endif
+    {
+        float *planes = malloc((size_t)(9 * m + 1) * sizeof(float));
+        if (!planes) {
+            failed = 1;
+        } else {
+            int64_t t = 0, nt = 1;
+#ifdef _OPENMP
+            t = omp_get_thread_num(), nt = omp_get_num_threads();
+#endif
+            cost_rows(&job, rows * t / nt, rows * (t + 1) / nt, planes);
+        }
+        free(planes);
+    }
+    Py_END_ALLOW_THREADS
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"lsa", native_lsa, METH_VARARGS, "Minimum-cost one-to-one assignment of every image of a padded batch."},
+    {"hungarian_cost", native_hungarian_cost, METH_VARARGS, "RT-DETR's float32 matching cost."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -54,6 +54,7 @@ from detblocks._checks import (
     check_number,
     check_rank,
     check_tensor,
+    eager_cpu,
     shape_str,
 )
 from detblocks._kernels import load
@@ -359,7 +360,8 @@ def _check_matcher_inputs(
 def _center_giou(pred: Tensor, gt: Tensor) -> Tensor:
     """ultralytics' ``bbox_iou(..., xywh=True, GIoU=True)`` of every pair: center boxes
     ``pred (Tensor[B, Q, 4])``, ``gt (Tensor[B, M, 4])`` -> ``Tensor[B, Q, M]``, with
-    :data:`GIOU_EPS` added to the union and to the enclosing box's area."""
+    :data:`GIOU_EPS` added to the union and to the enclosing box's area. (The native
+    ``hungarian_cost`` repeats these operations in this order.)"""
     px, py, pw, ph = (t[:, :, None] for t in pred.unbind(-1))  # (B, Q, 1) each
     gx, gy, gw, gh = (t[:, None, :] for t in gt.unbind(-1))  # (B, 1, M) each
     px1, px2, py1, py2 = px - pw / 2, px + pw / 2, py - ph / 2, py + ph / 2
@@ -374,31 +376,71 @@ def _center_giou(pred: Tensor, gt: Tensor) -> Tensor:
     return (inter / union).sub_((hull - union).div_(hull))
 
 
+def _center_l1(pred: Tensor, gt: Tensor) -> Tensor:
+    """``sum_k |pred_k - gt_k|`` of every pair, ``Tensor[B, Q, M]``, summed in coordinate order."""
+    p = [t[:, :, None] for t in pred.unbind(-1)]  # (B, Q, 1) each
+    g = [t[:, None, :] for t in gt.unbind(-1)]  # (B, 1, M) each
+    l1 = (p[0] - g[0]).abs_()
+    for k in (1, 2, 3):
+        l1 = l1.add_((p[k] - g[k]).abs_())
+    return l1
+
+
+def _class_cost(logits: Tensor, gt_labels: Tensor, p: dict[str, Any]) -> Tensor:
+    """The class term ``Tensor[B, Q, M]``: focal cost of each object's class probability, or
+    its negated softmax probability (padded columns read class 0)."""
+    B, Q, _ = logits.shape
+    labels = gt_labels.clamp(min=0)[:, None, :].expand(B, Q, gt_labels.shape[1])  # (B, Q, M)
+    if not p["use_focal_loss"]:
+        return F.softmax(logits, dim=-1).gather(2, labels).neg_()
+    prob = logits.gather(2, labels).sigmoid_()  # (B, Q, M)
+    alpha, gamma = p["alpha"], p["gamma"]
+    pos = (1 - prob).pow_(gamma).mul_((prob + FOCAL_EPS).log_().neg_()).mul_(alpha)
+    neg = prob.pow(gamma).mul_((1 - prob).add_(FOCAL_EPS).log_().neg_()).mul_(1 - alpha)
+    return pos.sub_(neg)
+
+
+def _native_cost_applies(*tensors: Tensor) -> bool:
+    """Whether the native kernel adds up the cost: float32 on CPU, eagerly."""
+    return _lsa is not None and all(t.dtype == torch.float32 for t in tensors) and eager_cpu(*tensors)
+
+
 def _matching_cost(
     pred_boxes: Tensor, pred_logits: Tensor, gt_boxes: Tensor, gt_labels: Tensor, p: dict[str, Any]
 ) -> Tensor:
     """The cost ``Tensor[B, Q, M]`` of ultralytics' RT-DETR ``HungarianMatcher``, with
-    non-finite entries set to 0 (padded columns hold arbitrary values)."""
+    non-finite entries set to 0 (padded columns hold arbitrary values), in float32
+    (float64 when an input is float64)."""
     dtype = torch.float64 if torch.float64 in (pred_boxes.dtype, pred_logits.dtype) else torch.float32
     pred = pred_boxes.detach().to(dtype)
     gt = gt_boxes.detach().to(dtype)
-    logits = pred_logits.detach().to(dtype)
-    B, Q, _ = pred.shape
-    labels = gt_labels.clamp(min=0)[:, None, :].expand(B, Q, gt_labels.shape[1])  # (B, Q, M)
-    if p["use_focal_loss"]:
-        prob = logits.gather(2, labels).sigmoid_()  # (B, Q, M)
-        alpha, gamma = p["alpha"], p["gamma"]
-        pos = (1 - prob).pow_(gamma).mul_((prob + FOCAL_EPS).log_().neg_()).mul_(alpha)
-        neg = prob.pow(gamma).mul_((1 - prob).add_(FOCAL_EPS).log_().neg_()).mul_(1 - alpha)
-        cost_class = pos.sub_(neg)
-    else:
-        cost_class = F.softmax(logits, dim=-1).gather(2, labels).neg_()
-    cost_bbox = torch.cdist(pred, gt, p=1)  # (B, Q, M) L1 distances
+    cost_class = _class_cost(pred_logits.detach().to(dtype), gt_labels, p)  # (B, Q, M)
+    if _native_cost_applies(pred, gt, cost_class):
+        # The box terms and the sum in one pass, with the operations below: the same values.
+        pred, gt, cost_class = pred.contiguous(), gt.contiguous(), cost_class.contiguous()
+        out = torch.empty_like(cost_class)
+        B, Q, M = out.shape
+        _lsa.hungarian_cost(
+            pred.data_ptr(),
+            gt.data_ptr(),
+            cost_class.data_ptr(),
+            B,
+            Q,
+            M,
+            p["cost_class"],
+            p["cost_bbox"],
+            p["cost_giou"],
+            GIOU_EPS,
+            out.data_ptr(),
+            torch.get_num_threads(),
+        )
+        return out
+    cost_bbox = _center_l1(pred, gt)
     cost_giou = _center_giou(pred, gt).neg_().add_(1)
     cost = (
         cost_class.mul_(p["cost_class"])
-        .add_(cost_bbox, alpha=p["cost_bbox"])
-        .add_(cost_giou, alpha=p["cost_giou"])
+        .add_(cost_bbox.mul_(p["cost_bbox"]))
+        .add_(cost_giou.mul_(p["cost_giou"]))
     )
     return torch.where(torch.isfinite(cost), cost, torch.zeros((), dtype=cost.dtype, device=cost.device))
 
