@@ -44,6 +44,14 @@ setup(
     ext_modules=[
         Extension("detblocks._native", ["src/detblocks/_native.c"], optional=True),
         Extension("detblocks._native_lsa", ["src/detblocks/_native_lsa.c"], optional=True),
+        Extension("detblocks._native_ioufam", ["src/detblocks/_native_ioufam.c"], optional=True),
+        # -fno-math-errno: sqrtf stays the IEEE square root but vectorises (no errno to set).
+        Extension(
+            "detblocks._native_atss",
+            ["src/detblocks/_native_atss.c"],
+            extra_compile_args=["-fno-math-errno"],
+            optional=True,
+        ),
     ],
     cmdclass={"build_ext": _BuildExt},
 )

@@ -20,7 +20,7 @@ and padding is masked. Per level, the centre distances of a block of pairs to th
 level's anchors are reduced to the candidates at once (blocks of
 :data:`CHUNK_ELEMENTS` distances in eager mode); IoU, threshold and inside test only ever
 see the ``(pairs, K)`` candidates, ``K = sum_l min(topk, n_l)``. Conflicts between ground
-truths are two scatter reductions into ``(B, N)``.
+truths are scatter reductions of those candidates straight into the ``(B, N)`` outputs.
 
 On CPU in eager mode, float32 distances and their per-level top-k go through the native
 kernel ``detblocks._native_atss`` when it is built (one pass over the anchors per pair, no
@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from detblocks import _kernels
+from detblocks import _alloc, _kernels
 from detblocks._checks import check_boxes, check_in_range, check_number, eager_cpu, shape_str, tracing
 from detblocks.assign._common import BACKGROUND, Assignment, check_ground_truth, real_rows
 
@@ -52,6 +52,11 @@ CHUNK_ELEMENTS: int = 1 << 21
 _INSIDE_MARGIN = 0.01
 #: mmdet's floor of the union in ``bbox_overlaps`` (``eps=1e-6``).
 _UNION_EPS = 1e-6
+
+
+def _filled(size: int, value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``torch.full((size,), value)`` in reused memory when large (see ``detblocks._alloc``)."""
+    return _alloc.empty_large((size,), dtype, device).fill_(value)
 
 
 def _check_levels(num_level_anchors: object, n: int) -> list[int]:
@@ -283,18 +288,24 @@ def atss_assign(
         pos = pos & pair_ok[:, None]
 
     # Conflicts: the highest IoU over the ground truths an anchor is positive for, then
-    # the lowest row among those with that IoU.
+    # the lowest row among those with that IoU. Scatters into (B * N + 1,): the entries
+    # that take no part go to the last slot, which is dropped.
+    bn = b * n
     flat = (img[:, None] * n + cand).reshape(-1)  # (P * K,)
-    score = torch.where(pos, iou, -1.0).reshape(-1)
-    best = torch.full((b * n,), -1.0, dtype=work, device=dev)
-    best = best.scatter_reduce(0, flat, score, "amax")  # (B * N,)
-    wins = pos.reshape(-1) & (score == best[flat])
-    rows = torch.where(wins, row[:, None].expand_as(pos).reshape(-1), m)
-    winner = torch.full((b * n,), m, dtype=torch.int64, device=dev).scatter_reduce(0, flat, rows, "amin")
-    hit = best >= 0
-    matches = torch.where(hit, winner, BACKGROUND).view(b, n)
-    labels = torch.where(hit.view(b, n), gt_labels.gather(1, matches.clamp(min=0)), BACKGROUND)
-    quality = torch.where(hit, best, 0.0).view(b, n).to(out_dtype)
+    pos = pos.reshape(-1)
+    iou = iou.reshape(-1)
+    rows = row[:, None].expand(-1, cand.shape[1]).reshape(-1)
+    best = _filled(bn + 1, 0.0, work, dev)  # also the quality: 0 wherever nothing won
+    best.scatter_reduce_(0, torch.where(pos, flat, bn), iou, "amax", include_self=False)
+    wins = pos & (iou == best[flat])
+    matches = _filled(bn + 1, BACKGROUND, torch.int64, dev)
+    matches.scatter_reduce_(0, torch.where(wins, flat, bn), rows, "amin", include_self=False)
+    won = wins & (rows == matches[flat])  # one entry per positive anchor
+    label = gt_labels.reshape(-1)[img * m + row]  # (P,)
+    labels = _filled(bn + 1, BACKGROUND, torch.int64, dev)
+    labels.scatter_(0, torch.where(won, flat, bn), label[:, None].expand(-1, cand.shape[1]).reshape(-1))
+    matches, labels = matches[:bn].view(b, n), labels[:bn].view(b, n)
+    quality = best[:bn].view(b, n).to(out_dtype)
     return Assignment(matches, labels, quality)
 
 
