@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.weak import WeakIdKeyDictionary
 
 from detblocks import _alloc, _checks
+from detblocks._kernels import load as _load_native
 from detblocks._kernels import native as _native
 
 __all__ = [
@@ -57,6 +58,9 @@ _SAME_WIDTH_INT = {
 }
 
 Boxes4 = tuple[Tensor, Tensor, Tensor, Tensor]
+
+# The native kernel of the IoU family's pairwise functions, or None (see detblocks._kernels).
+_native_ioufam = _load_native("_native_ioufam")
 
 
 def _norm_axis(name: str, x: Tensor, axis: int) -> int:
@@ -540,22 +544,33 @@ def _aspect_angle(w: Tensor, h: Tensor) -> Tensor:
     return torch.atan2(w * sign, torch.where(point, 1.0, h * sign))
 
 
-def _iou_of_kind(a: Boxes4, b: Boxes4, kind: str, eps: float, union_eps: float) -> Tensor:
-    """IoU, GIoU, DIoU or CIoU of corner boxes given as broadcastable coordinate tensors.
+def _box_terms(x1: Tensor, y1: Tensor, x2: Tensor, y2: Tensor, kind: str) -> list[Tensor]:
+    """The per-box terms :func:`_iou_pairs` reads: the corners and the area, then for DIoU and
+    CIoU the centre, then for CIoU the aspect angle (the native kernel's planes, in order)."""
+    w, h = x2 - x1, y2 - y1
+    terms = [x1, y1, x2, y2, w * h]
+    if kind in ("diou", "ciou"):
+        terms += [(x1 + x2) / 2, (y1 + y2) / 2]
+    if kind == "ciou":
+        terms.append(_aspect_angle(w, h))
+    return terms
 
-    ``a`` and ``b`` are ``(xmin, ymin, xmax, ymax)``; per-box terms (sides, areas, centres,
-    aspect angles) are computed on their own shapes, only the pair terms on the broadcast
-    shape. ``union_eps`` is added to the union and the enclosing area (torchvision's losses)
-    or not (its pairwise functions); ``eps`` to the enclosing diagonal and CIoU's ``alpha``
-    denominator. Every quotient with a zero divisor counts as 0.
+
+def _iou_pairs(a: list[Tensor], b: list[Tensor], kind: str, eps: float, union_eps: float) -> Tensor:
+    """IoU, GIoU, DIoU or CIoU of pairs of boxes from their :func:`_box_terms`.
+
+    The terms of ``a`` and ``b`` broadcast against each other: only the pair terms are
+    computed on the broadcast shape. ``union_eps`` is added to the union and the enclosing
+    area (torchvision's losses) or not (0: its pairwise functions); ``eps`` to the enclosing
+    diagonal and CIoU's ``alpha`` denominator. Every quotient with a zero divisor counts as
+    0. (``_native_ioufam.c`` repeats the pairwise case operation for operation.)
     """
-    ax1, ay1, ax2, ay2 = a
-    bx1, by1, bx2, by2 = b
-    aw, ah, bw, bh = ax2 - ax1, ay2 - ay1, bx2 - bx1, by2 - by1
+    ax1, ay1, ax2, ay2, a_area, *a_rest = a
+    bx1, by1, bx2, by2, b_area, *b_rest = b
     iw = (torch.minimum(ax2, bx2) - torch.maximum(ax1, bx1)).clamp(min=0)
     ih = (torch.minimum(ay2, by2) - torch.maximum(ay1, by1)).clamp(min=0)
     inter = iw * ih
-    union = (aw * ah + bw * bh) - inter
+    union = (a_area + b_area) - inter
     iou = _safe_div(inter, union + union_eps if union_eps else union)
     if kind == "iou":
         return iou
@@ -565,31 +580,77 @@ def _iou_of_kind(a: Boxes4, b: Boxes4, kind: str, eps: float, union_eps: float) 
     if kind == "giou":
         area_c = cw * ch
         return iou - _safe_div(area_c - union, area_c + union_eps if union_eps else area_c)
-    dx = (ax1 + ax2) / 2 - (bx1 + bx2) / 2
-    dy = (ay1 + ay2) / 2 - (by1 + by2) / 2
-    diagonal = cw**2 + ch**2 + eps
-    diou = iou - _safe_div(dx**2 + dy**2, diagonal)
+    dx, dy = a_rest[0] - b_rest[0], a_rest[1] - b_rest[1]  # between the centres
+    diagonal = cw * cw + ch * ch + eps
+    diou = iou - _safe_div(dx * dx + dy * dy, diagonal)
     if kind == "diou":
         return diou
-    v = _CIOU_V_SCALE * (_aspect_angle(aw, ah) - _aspect_angle(bw, bh)) ** 2
+    dt = a_rest[2] - b_rest[2]
+    v = _CIOU_V_SCALE * (dt * dt)
     alpha = _safe_div(v, 1 - iou + v + eps).detach()  # a constant for autograd, as in the paper
     return diou - alpha * v
 
 
 def _pairwise_iou_of_kind(a: Tensor, b: Tensor, fmt: str, kind: str, eps: float) -> Tensor:
-    """The pairwise functions of the IoU family: checks, dtype, and :func:`_iou_of_kind` on
+    """The pairwise functions of the IoU family: checks, dtype, and :func:`_iou_pairs` on
     every pair (no ``eps`` in the union, as torchvision's pairwise functions)."""
     a, b, single = _pairwise_inputs(a, b, fmt)
     eps = _checks.check_number("eps", eps, low=0)
     out_dtype = torch.promote_types(a.dtype, b.dtype)
     work = _compute_dtype(out_dtype)
     # Coordinate planes (B, 4, N) and (B, 4, M): contiguous rows for the broadcasts.
-    a_t = a.to(work).transpose(1, 2).contiguous()
-    b_t = b.to(work).transpose(1, 2).contiguous()
-    rows = tuple(a_t[:, i, :, None] for i in range(4))  # (B, N, 1) each
-    cols = tuple(b_t[:, i, None, :] for i in range(4))  # (B, 1, M) each
-    out = _iou_of_kind(rows, cols, kind, eps, 0.0).to(out_dtype)  # (B, N, M)
+    a_terms = _box_terms(*a.to(work).transpose(1, 2).contiguous().unbind(1), kind)  # (B, N) each
+    b_terms = _box_terms(*b.to(work).transpose(1, 2).contiguous().unbind(1), kind)  # (B, M) each
+    if _native_pairs_apply(a, b, work):
+        out = _pairs_native(a_terms, b_terms, kind, eps, out_dtype)
+    else:
+        rows = [t[:, :, None] for t in a_terms]  # (B, N, 1) each
+        cols = [t[:, None, :] for t in b_terms]  # (B, 1, M) each
+        out = _iou_pairs(rows, cols, kind, eps, 0.0).to(out_dtype)  # (B, N, M)
     return out.squeeze(0) if single else out
+
+
+_NATIVE_KINDS = {"giou": 1, "diou": 2, "ciou": 3}
+
+
+def _native_pairs_apply(a: Tensor, b: Tensor, work: torch.dtype) -> bool:
+    """Whether the native kernel computes this pairwise GIoU/DIoU/CIoU: eager float32 maths on
+    CPU without autograd, at least one pair, finite coordinates (the kernel's minimum and
+    maximum do not propagate NaN as PyTorch's do)."""
+    if _native_ioufam is None or work != torch.float32 or not _checks.eager_cpu(a, b):
+        return False
+    if 0 in a.shape or 0 in b.shape:
+        return False
+    return bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())
+
+
+def _pairs_native(
+    a_terms: list[Tensor], b_terms: list[Tensor], kind: str, eps: float, out_dtype: torch.dtype
+) -> Tensor:
+    """:func:`_iou_pairs` of every pair by the native kernel: the same float32 operations in
+    the same order on the same per-box terms, so the same values bit for bit."""
+    a_planes = torch.stack(a_terms, 1)  # (B, T, N)
+    b_planes = torch.stack(b_terms, 1)  # (B, T, M)
+    batch, n, m = max(a_planes.shape[0], b_planes.shape[0]), a_planes.shape[2], b_planes.shape[2]
+    if out_dtype == torch.float32:
+        out = _alloc.empty_large((batch, n, m), torch.float32, a_planes.device)
+    else:  # half precision: computed in float32, rounded once
+        out = torch.empty((batch, n, m), dtype=torch.float32)
+    _native_ioufam.pairwise(
+        _NATIVE_KINDS[kind],
+        a_planes.data_ptr(),
+        a_planes.shape[0],
+        b_planes.data_ptr(),
+        b_planes.shape[0],
+        batch,
+        n,
+        m,
+        eps,
+        _CIOU_V_SCALE,
+        out.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return out if out_dtype == torch.float32 else out.to(out_dtype)
 
 
 def generalized_box_iou(a: Tensor, b: Tensor, fmt: str = "corner") -> Tensor:
@@ -735,7 +796,9 @@ def aligned_box_iou(
     out_dtype = torch.promote_types(a.dtype, b.dtype)
     work = _compute_dtype(out_dtype)
     union_eps = 0.0 if kind == "iou" else eps
-    out = _iou_of_kind(a.to(work).unbind(-1), b.to(work).unbind(-1), kind, eps, union_eps)
+    a_terms = _box_terms(*a.to(work).unbind(-1), kind)
+    b_terms = _box_terms(*b.to(work).unbind(-1), kind)
+    out = _iou_pairs(a_terms, b_terms, kind, eps, union_eps)
     return out.to(out_dtype)
 
 
