@@ -12,7 +12,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from detblocks._checks import check_batch, check_boxes, check_index, shape_str
+from detblocks._alloc import empty_large
+from detblocks._checks import check_batch, check_boxes, check_index, eager_cpu, shape_str
 
 __all__ = ["Assignment", "BACKGROUND", "IGNORE"]
 
@@ -56,10 +57,16 @@ class Assignment(NamedTuple):
         """
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        classes = torch.arange(num_classes, device=self.labels.device)
-        hot = (self.labels.unsqueeze(-1) == classes) & (self.matches >= 0).unsqueeze(-1)
-        quality = self.quality.unsqueeze(-1)
-        return torch.where(hot, quality, torch.zeros((), dtype=quality.dtype, device=quality.device))
+        quality, labels = self.quality, self.labels
+        hot = (self.matches >= 0) & (labels >= 0) & (labels < num_classes)  # (B, N)
+        value = torch.where(hot, quality, torch.zeros((), dtype=quality.dtype, device=quality.device))
+        index = labels.clamp(0, num_classes - 1).unsqueeze(-1)
+        shape = (*labels.shape, num_classes)
+        if eager_cpu(value):  # one scatter into reused zeroed memory, not a (B, N, C) compare
+            out = empty_large(shape, quality.dtype, quality.device).zero_()
+            return out.scatter_(-1, index, value.unsqueeze(-1))
+        out = torch.zeros(shape, dtype=quality.dtype, device=quality.device)
+        return out.scatter(-1, index, value.unsqueeze(-1))
 
 
 def check_ground_truth(gt_labels: object, gt_boxes: object) -> tuple[Tensor, Tensor]:
