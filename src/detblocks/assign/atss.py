@@ -56,6 +56,8 @@ _UNION_EPS = 1e-6
 
 def _filled(size: int, value: float, dtype: torch.dtype, device: torch.device) -> Tensor:
     """``torch.full((size,), value)`` in reused memory when large (see ``detblocks._alloc``)."""
+    if tracing():  # (empty_large would compare the symbolic size with its threshold)
+        return torch.full((size,), value, dtype=dtype, device=device)
     return _alloc.empty_large((size,), dtype, device).fill_(value)
 
 

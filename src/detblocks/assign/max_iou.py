@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from detblocks._checks import check_bool, check_boxes, check_number, check_pair_batch, shape_str, tracing
+from detblocks._checks import check_bool, check_boxes, check_number, shape_str, tracing
 from detblocks.assign._common import BACKGROUND, IGNORE, Assignment, check_ground_truth, real_rows
 from detblocks.bbox import box_iou
 from detblocks.matcher import CHUNK_ELEMENTS, DENSE_LIMIT
@@ -123,8 +123,10 @@ def max_iou_assign(
     """
     anchors = check_boxes("anchors", anchors, (2, 3), "(N, 4) or (B, N, 4)")
     gt_labels, gt_boxes = check_ground_truth(gt_labels, gt_boxes)
-    if anchors.dim() == 3:
-        check_pair_batch("gt_boxes", gt_boxes, "anchors", anchors)
+    if anchors.dim() == 3 and anchors.shape[0] not in (1, gt_boxes.shape[0]):
+        raise ValueError(
+            f"anchors {shape_str(anchors)} must have the batch size of gt_boxes {shape_str(gt_boxes)} (or 1)"
+        )
     pos_iou_thr = float(check_number("pos_iou_thr", pos_iou_thr))
     neg = _check_neg(neg_iou_thr)
     min_pos_iou = float(check_number("min_pos_iou", min_pos_iou))
@@ -138,7 +140,6 @@ def max_iou_assign(
     a = (anchors if anchors.dim() == 3 else anchors[None]).detach()  # (B or 1, N, 4)
     gt_boxes = gt_boxes.detach()
     b, m = gt_labels.shape
-    b = max(b, a.shape[0]) if b else 0
     n = a.shape[1]
     dev = a.device
     valid = real_rows(gt_labels) & torch.isfinite(gt_boxes).all(-1)  # (B, M)
@@ -152,39 +153,38 @@ def max_iou_assign(
             torch.zeros((b, n), dtype=out_dtype, device=dev),
         )
 
-    dense = tracing() or b * n * m <= DENSE_LIMIT
-    rows = n if dense else max(1, CHUNK_ELEMENTS // (b * m))
-    best = torch.empty((b, n), dtype=work, device=dev)  # each anchor's largest IoU
-    arg = torch.empty((b, n), dtype=torch.int64, device=dev)  # and its first gt
-    gmax = torch.full((b, m), -1.0, dtype=work, device=dev)  # each gt's largest IoU
-    garg = torch.zeros((b, m), dtype=torch.int64, device=dev)  # and its first anchor
     lowq = None
-    ious = []
-    for start in range(0, n, rows):
-        iou = _iou(a[:, start : start + rows], gt_boxes, valid, anchor_ok).to(work)  # (B, c, M)
-        if dense:
-            best, arg = iou.amax(-1), iou.argmax(-1)
-            gmax, garg = iou.amax(1), iou.argmax(1)
-            ious.append(iou)
-            break
-        stop = start + iou.shape[1]
-        best[:, start:stop], arg[:, start:stop] = iou.amax(-1), iou.argmax(-1)
-        cmax, carg = iou.amax(1), iou.argmax(1) + start  # (B, M)
-        better = cmax > gmax  # strictly: ties keep the earlier (lower) anchor
-        gmax = torch.where(better, cmax, gmax)
-        garg = torch.where(better, carg, garg)
+    if tracing() or b * n * m <= DENSE_LIMIT:
+        rows = None  # the whole matrix at once
+        iou = _iou(a, gt_boxes, valid, anchor_ok).to(work)  # (B, N, M)
+        best, arg = iou.amax(-1), iou.argmax(-1)  # each anchor's largest IoU and first gt
+        gmax, garg = iou.amax(1), iou.argmax(1)  # each gt's largest IoU and first anchor
+    else:
+        rows = max(1, CHUNK_ELEMENTS // (b * m))
+        best = torch.empty((b, n), dtype=work, device=dev)
+        arg = torch.empty((b, n), dtype=torch.int64, device=dev)
+        gmax = torch.full((b, m), -1.0, dtype=work, device=dev)
+        garg = torch.zeros((b, m), dtype=torch.int64, device=dev)
+        for start in range(0, n, rows):
+            part = _iou(a[:, start : start + rows], gt_boxes, valid, anchor_ok).to(work)  # (B, c, M)
+            stop = start + part.shape[1]
+            best[:, start:stop], arg[:, start:stop] = part.amax(-1), part.argmax(-1)
+            cmax, carg = part.amax(1), part.argmax(1) + start  # (B, M)
+            better = cmax > gmax  # strictly: ties keep the earlier (lower) anchor
+            gmax = torch.where(better, cmax, gmax)
+            garg = torch.where(better, carg, garg)
 
     if match_low_quality:
         gt_ok = valid & (gmax >= min_pos_iou) & (gmax > 0)  # (B, M); IoU 0: nothing (deviation)
         if gt_max_assign_all:
-            if dense:
-                lowq = _last_true((ious[0] == gmax[:, None, :]) & gt_ok[:, None, :])  # (B, N)
+            if rows is None:
+                lowq = _last_true((iou == gmax[:, None, :]) & gt_ok[:, None, :])  # (B, N)
             else:
                 lowq = torch.empty((b, n), dtype=torch.int64, device=dev)
                 for start in range(0, n, rows):
-                    iou = _iou(a[:, start : start + rows], gt_boxes, valid, anchor_ok).to(work)
-                    tops = (iou == gmax[:, None, :]) & gt_ok[:, None, :]
-                    lowq[:, start : start + iou.shape[1]] = _last_true(tops)
+                    part = _iou(a[:, start : start + rows], gt_boxes, valid, anchor_ok).to(work)
+                    tops = (part == gmax[:, None, :]) & gt_ok[:, None, :]
+                    lowq[:, start : start + part.shape[1]] = _last_true(tops)
         else:
             # Each gt's first best anchor; an anchor that is several gts' takes the last.
             col = torch.arange(m, device=dev).expand(b, m)
