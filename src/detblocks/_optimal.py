@@ -56,6 +56,7 @@ from detblocks._checks import (
     check_tensor,
     eager_cpu,
     shape_str,
+    tracing,
 )
 from detblocks._kernels import load
 from detblocks.conventions import NO_MATCH
@@ -242,10 +243,8 @@ def _operator(qualname: str) -> Callable[[Callable[..., Tensor]], Any]:
     return register
 
 
-@_operator("detblocks::linear_sum_assignment")
-def _lsa_op(cost: Tensor, valid: Tensor | None) -> Tensor:
-    """The registered operator ``detblocks::linear_sum_assignment``: see
-    :func:`linear_sum_assignment`, which checks the arguments and calls it."""
+def _solve(cost: Tensor, valid: Tensor | None) -> Tensor:
+    """The operator's implementation: one host read, the native kernel or the Python loop."""
     cost, valid = _check_lsa_inputs(cost, valid)
     device = cost.device
     host = cost.detach().to("cpu")  # the one host read of the call
@@ -256,10 +255,36 @@ def _lsa_op(cost: Tensor, valid: Tensor | None) -> Tensor:
     return matches.to(device)
 
 
+@_operator("detblocks::linear_sum_assignment")
+def _lsa_op(cost: Tensor, valid: Tensor | None) -> Tensor:
+    """The registered operator ``detblocks::linear_sum_assignment``
+    (``torch.ops.detblocks.linear_sum_assignment``), arguments as :func:`linear_sum_assignment`.
+
+    Its fake implementation gives the output's shape, so ``torch.compile`` and
+    ``torch.export`` keep the solve as one opaque call; it has no gradient (integer
+    output). :func:`linear_sum_assignment` and the matcher call it when traced, and its
+    implementation :func:`_solve` directly when eager (the same function, without the
+    dispatcher's first-call set-up, which imports much of ``torch._dynamo``).
+
+    Example:
+        >>> import torch
+        >>> _lsa_op(torch.tensor([[[1.0, 0.0], [0.0, 3.0]]]), None)
+        tensor([[1, 0]])
+    """
+    return _solve(cost, valid)
+
+
 @_lsa_op.register_fake
 def _lsa_fake(cost: Tensor, valid: Tensor | None) -> Tensor:
     cost, _ = _check_lsa_inputs(cost, valid)
     return cost.new_empty(cost.shape[:2], dtype=torch.int64)
+
+
+def _assign(cost: Tensor, valid: Tensor | None) -> Tensor:
+    """The operator when traced (one opaque node), its implementation when eager."""
+    if tracing():
+        return _lsa_op(cost, valid)
+    return _solve(cost, valid)
 
 
 def linear_sum_assignment(cost: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -306,7 +331,7 @@ def linear_sum_assignment(cost: Tensor, valid: Tensor | None = None) -> Tensor:
         tensor([[-1,  0,  2]])
     """
     cost, valid = _check_lsa_inputs(cost, valid)
-    return _lsa_op(cost.detach(), valid)
+    return _assign(cost.detach(), valid)
 
 
 # ----------------------------------------------------------------------------- the matcher
@@ -442,7 +467,7 @@ def _matching_cost(
         .add_(cost_bbox.mul_(p["cost_bbox"]))
         .add_(cost_giou.mul_(p["cost_giou"]))
     )
-    return torch.where(torch.isfinite(cost), cost, torch.zeros((), dtype=cost.dtype, device=cost.device))
+    return torch.where(torch.isfinite(cost), cost, 0.0)
 
 
 def hungarian_match(
@@ -517,7 +542,7 @@ def _hungarian(
         pred_boxes, pred_logits, gt_boxes, gt_labels
     )
     cost = _matching_cost(pred_boxes, pred_logits, gt_boxes, gt_labels, p)  # (B, Q, M)
-    return _lsa_op(cost, gt_labels >= 0)
+    return _assign(cost, gt_labels >= 0)
 
 
 class HungarianMatcher(nn.Module):
