@@ -22,7 +22,8 @@ Reproduces ultralytics 8.4.190, ``ultralytics/utils/tal.py``, ``TaskAlignedAssig
    truth's final positives: ultralytics' normalised ``target_scores``, so
    ``Assignment.score_targets(num_classes)`` equals them.
 
-Two paths give bit-identical results (tested): a dense ``(B, M, N)`` one with static
+Two paths give bit-identical results for float32 and lower-precision inputs (tested;
+in float64 the transcendental functions may differ in the last bit): a dense ``(B, M, N)`` one with static
 shapes, taken under ``torch.compile``/``torch.export``, and in eager mode a sparse one
 whose work and memory follow the real candidate pairs, not ``B x M x N``. The sparse path
 finds each ground truth's candidates without a dense inside test: it splits the anchor
@@ -154,8 +155,9 @@ def _positive_part(x: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- dense path
 def _stable_topk_mask(values: Tensor, k: int) -> Tensor:
     """``(..., N)`` bool: the ``k`` largest along the last axis, ties to the lower index."""
-    order = torch.argsort(values, dim=-1, descending=True, stable=True)[..., :k]
-    return torch.zeros(values.shape, dtype=torch.bool, device=values.device).scatter(-1, order, True)
+    order = torch.argsort(values, dim=-1, descending=True, stable=True)
+    rank = torch.arange(values.shape[-1], device=values.device).expand_as(order)
+    return torch.zeros(values.shape, dtype=torch.bool, device=values.device).scatter(-1, order, rank < k)
 
 
 def _assign_dense(
@@ -480,9 +482,8 @@ def task_aligned_assign(
     if n == 0 or gt_boxes.shape[1] == 0:
         background = torch.full((batch, n), BACKGROUND, dtype=torch.int64, device=pred_boxes.device)
         return Assignment(background, background.clone(), pred_boxes.new_zeros((batch, n), dtype=out_dtype))
-    k, k2 = min(topk, n), min(topk2 or topk, n)  # (more than N selects all N)
-    path = _assign_dense if tracing() else _assign_sparse
-    matches, labels, quality = path(*args, k, k2, alpha, beta, stride_val, eps)
+    path = _assign_dense if tracing() else _assign_sparse  # (a k above N selects all N)
+    matches, labels, quality = path(*args, topk, topk2 or topk, alpha, beta, stride_val, eps)
     return Assignment(matches, labels, quality.to(out_dtype))
 
 
