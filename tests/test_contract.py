@@ -264,6 +264,30 @@ def quota_operator() -> nn.Module:
 # ------------------------------------------------------------------ inputs of anchor and postprocess
 
 # ------------------------------------------------------------------ inputs of the optimal matching
+class LinearSumAssignment(nn.Module):
+    """:func:`~detblocks.matcher.linear_sum_assignment` (the operator
+    ``detblocks::linear_sum_assignment``) as a module."""
+
+    def forward(self, cost: Tensor, valid: Tensor) -> Tensor:
+        return matcher.linear_sum_assignment(cost, valid)
+
+
+def lsa_in(s: Sizes) -> tuple[Tensor, Tensor]:
+    """A cost (1 - IoU) and the valid columns (real ground truth; none in the last image of
+    a batch of 3 or more)."""
+    sc = scene(s)
+    return 1 - sc.ious, sc.gt_ids >= 0
+
+
+def hungarian_in(s: Sizes) -> tuple[Tensor, ...]:
+    """DETR-style predictions (normalised center boxes, class logits) and padded ground truth
+    (normalised center boxes, -1 labels on padding rows)."""
+    sc = scene(s)
+    scale = torch.tensor([s.W, s.H, s.W, s.H], dtype=torch.float32)
+    pred = bbox.corner_to_center(sc.anchors / scale)
+    gt = torch.where(sc.gt_ids[..., None] >= 0, bbox.corner_to_center(sc.gt_boxes / scale), float(PAD))
+    return pred, sc.logits, gt, sc.gt_ids
+
 
 # ------------------------------------------------------------------ inputs of the assigners
 
@@ -515,6 +539,32 @@ COMPONENTS: list[Component] = [
     # anchor (inference side)
     # postprocess (inference side)
     # matcher: optimal one-to-one matching (training side)
+    Component(
+        "linear_sum_assignment",
+        "matcher",
+        LinearSumAssignment,
+        lsa_in,
+        (BNM, REFS),
+        False,
+        onnx=NoOnnx(
+            "the custom operator `detblocks::linear_sum_assignment` has no ONNX translation",
+            torch.onnx.errors.OnnxExporterError,
+            r"detblocks[.:]+linear_sum_assignment",
+        ),
+    ),
+    Component(
+        "HungarianMatcher",
+        "matcher",
+        matcher.HungarianMatcher,
+        hungarian_in,
+        (BOXES, BOXES, REFS, REFS),
+        False,
+        onnx=NoOnnx(
+            "its solver, the custom operator `detblocks::linear_sum_assignment`, has no ONNX translation",
+            torch.onnx.errors.OnnxExporterError,
+            r"detblocks[.:]+linear_sum_assignment",
+        ),
+    ),
     # assign (training side)
 ]
 
