@@ -260,6 +260,30 @@ def quota_operator() -> nn.Module:
 
 
 # ------------------------------------------------------------------ inputs of the IoU family
+class IouFunction(nn.Module):
+    """A function of the IoU family with its keyword arguments, as a module (the contract
+    runs modules)."""
+
+    def __init__(self, fn: Callable[..., Tensor], **kwargs: object) -> None:
+        super().__init__()
+        self.fn = fn
+        self.kwargs = kwargs
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return self.fn(a, b, **self.kwargs)
+
+
+def aligned_in(s: Sizes) -> tuple[Tensor, Tensor]:
+    """Each anchor and the ground truth it matches (padding rows, -1s, where it matches none
+    or a padding row: zero-area pairs), the pairs a box loss compares."""
+    sc = scene(s)
+    index = sc.matches.clamp(min=0)[..., None].expand(-1, -1, 4)
+    return sc.anchors, torch.where(sc.matches[..., None] >= 0, sc.gt_boxes.gather(1, index), float(PAD))
+
+
+def center_iou_in(s: Sizes) -> tuple[Tensor, Tensor]:
+    return tuple(bbox.corner_to_center(t) for t in iou_in(s))  # type: ignore[return-value]
+
 
 # ------------------------------------------------------------------ inputs of anchor and postprocess
 
@@ -536,6 +560,39 @@ COMPONENTS: list[Component] = [
         tol=(1e-4, 1e-4),
     ),
     # bbox: the IoU family (inference side)
+    Component(
+        "generalized_box_iou",
+        "bbox",
+        lambda: IouFunction(bbox.generalized_box_iou),
+        iou_in,
+        (BOXES, REFS),
+        True,
+    ),
+    Component(
+        "distance_box_iou", "bbox", lambda: IouFunction(bbox.distance_box_iou), iou_in, (BOXES, REFS), True
+    ),
+    Component(
+        "complete_box_iou", "bbox", lambda: IouFunction(bbox.complete_box_iou), iou_in, (BOXES, REFS), True
+    ),
+    Component(
+        "complete_box_iou(fmt='center', eps=0.01)",
+        "bbox",
+        lambda: IouFunction(bbox.complete_box_iou, fmt="center", eps=0.01),
+        center_iou_in,
+        (BOXES, REFS),
+        True,
+    ),
+    *(
+        Component(
+            f"aligned_box_iou(kind={kind!r})",
+            "bbox",
+            functools.partial(IouFunction, bbox.aligned_box_iou, kind=kind),
+            aligned_in,
+            (BOXES, BOXES),
+            True,
+        )
+        for kind in bbox.IOU_KINDS
+    ),
     # anchor (inference side)
     # postprocess (inference side)
     # matcher: optimal one-to-one matching (training side)
