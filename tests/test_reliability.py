@@ -89,9 +89,12 @@ from detblocks.feature import (
 from detblocks.matcher import (
     BipartiteMatcher,
     CompositeMatcher,
+    HungarianMatcher,
     MaximumMatcher,
     bipartite_match,
     composite_match,
+    hungarian_match,
+    linear_sum_assignment,
     match_boxes,
     maximum_match,
 )
@@ -173,6 +176,18 @@ OP_ARGS = (8, 0.5, 0.3, 0.0, 0.5, 0.5, True)  # hyper-parameters of QuotaSampler
 
 def _op(matches=MT, ious=X, keys=None, *params):
     return QuotaSamplerOp(matches, ious, torch.rand(2, 5) if keys is None else keys, *(params or OP_ARGS))
+
+
+DETR = (A, LOGITS, R, L)  # pred_boxes, pred_logits (C = 4), gt_boxes, gt_labels of the optimal matcher
+
+
+def _spoilt(x: torch.Tensor, image: int, value: float) -> torch.Tensor:
+    """``x`` with ``value`` in every cost of one image's first column (NaN: invalid; +inf: the
+    column is forbidden, so an image with more rows than the other columns is infeasible)."""
+    x = x.clone()
+    x[image, :, 0] = value
+    x[image, :, 1:] = math.inf if value == math.inf else x[image, :, 1:]
+    return x
 
 
 BAD_INPUTS: list[Bad] = [
@@ -416,6 +431,65 @@ BAD_INPUTS: list[Bad] = [
         ValueError, "chunk_size", "0"),
     Bad("CompositeMatcher", "rank-2", lambda: CompositeMatcher([BipartiteMatcher()])(X[0]), ValueError, "x",
         "(5, 3)"),
+    # ------------------------------------------------------------------ matcher: optimal matching
+    Bad("linear_sum_assignment", "non-tensor", lambda: linear_sum_assignment(X.tolist()), TypeError, "cost",
+        "got list"),
+    Bad("linear_sum_assignment", "int-cost", lambda: linear_sum_assignment(X.long()), TypeError, "cost",
+        "torch.int64"),
+    Bad("linear_sum_assignment", "rank-2", lambda: linear_sum_assignment(X[0]), ValueError, "cost", "(5, 3)"),
+    Bad("linear_sum_assignment", "nan", lambda: linear_sum_assignment(_spoilt(X, 1, math.nan)), ValueError,
+        "cost", "image 1"),
+    Bad("linear_sum_assignment", "infeasible", lambda: linear_sum_assignment(_spoilt(X, 0, math.inf)),
+        ValueError, "cost", "image 0 is infeasible"),
+    Bad("linear_sum_assignment", "valid-int",
+        lambda: linear_sum_assignment(X, torch.ones(2, 3, dtype=torch.int64)), TypeError, "valid",
+        "torch.int64"),
+    Bad("linear_sum_assignment", "valid-columns", lambda: linear_sum_assignment(X, torch.ones(2, 4) > 0),
+        ValueError, "valid", "(2, 4)"),
+    Bad("linear_sum_assignment", "valid-batch", lambda: linear_sum_assignment(X, torch.ones(3, 3) > 0),
+        ValueError, "valid", "(3, 3)"),
+    Bad("linear_sum_assignment", "valid-list", lambda: linear_sum_assignment(X, [[True] * 3] * 2), TypeError,
+        "valid", "got list"),
+    Bad("hungarian_match", "pred-boxes-last-dim-3", lambda: hungarian_match(A[..., :3], *DETR[1:]),
+        ValueError, "pred_boxes", "(2, 5, 3)"),
+    Bad("hungarian_match", "pred-logits-queries", lambda: hungarian_match(A, LOGITS[:, :4], R, L), ValueError,
+        "pred_logits", "(2, 4, 4)"),
+    Bad("hungarian_match", "pred-logits-int", lambda: hungarian_match(A, LOGITS.long(), R, L), TypeError,
+        "pred_logits", "torch.int64"),
+    Bad("hungarian_match", "gt-boxes-batch", lambda: hungarian_match(A, LOGITS, boxes(3, 3), L), ValueError,
+        "gt_boxes", "(3, 3, 4)"),
+    Bad("hungarian_match", "gt-labels-bool", lambda: hungarian_match(A, LOGITS, R, L > 0), TypeError,
+        "gt_labels", "torch.bool"),
+    Bad("hungarian_match", "gt-labels-rows", lambda: hungarian_match(A, LOGITS, R, L[:, :2]), ValueError,
+        "gt_labels", "(2, 2)"),
+    Bad("hungarian_match", "gt-labels-class", lambda: hungarian_match(A, LOGITS, R, L + 2), ValueError,
+        "gt_labels", "[2, 4]"),
+    Bad("hungarian_match", "cost-class-nan", lambda: hungarian_match(*DETR, cost_class=math.nan), ValueError,
+        "cost_class", "NaN"),
+    Bad("hungarian_match", "cost-bbox-str", lambda: hungarian_match(*DETR, cost_bbox="5"), TypeError,
+        "cost_bbox", "str"),
+    Bad("hungarian_match", "cost-giou-inf", lambda: hungarian_match(*DETR, cost_giou=math.inf), ValueError,
+        "cost_giou", "inf"),
+    Bad("hungarian_match", "focal-int", lambda: hungarian_match(*DETR, use_focal_loss=1), TypeError,
+        "use_focal_loss", "int"),
+    Bad("hungarian_match", "alpha-1.5", lambda: hungarian_match(*DETR, alpha=1.5), ValueError, "alpha",
+        "1.5"),
+    Bad("hungarian_match", "gamma-negative", lambda: hungarian_match(*DETR, gamma=-1.0), ValueError, "gamma",
+        "-1.0"),
+    Bad("HungarianMatcher", "alpha-none", lambda: HungarianMatcher(alpha=None), TypeError, "alpha",
+        "NoneType"),
+    Bad("HungarianMatcher", "gamma-inf", lambda: HungarianMatcher(gamma=math.inf), ValueError, "gamma",
+        "inf"),
+    Bad("HungarianMatcher", "cost-class-tensor", lambda: HungarianMatcher(cost_class=torch.tensor(1.0)),
+        TypeError, "cost_class", "tensor"),
+    Bad("HungarianMatcher", "focal-str", lambda: HungarianMatcher(use_focal_loss="yes"), TypeError,
+        "use_focal_loss", "str"),
+    Bad("HungarianMatcher", "gt-boxes-rank-2", lambda: HungarianMatcher()(A, LOGITS, R[0], L), ValueError,
+        "gt_boxes", "(3, 4)"),
+    Bad("HungarianMatcher", "gt-labels-batch", lambda: HungarianMatcher()(A, LOGITS, R, L[:1]), ValueError,
+        "gt_labels", "(1, 3)"),
+    Bad("HungarianMatcher", "pred-boxes-int", lambda: HungarianMatcher()(A.long(), LOGITS, R, L), TypeError,
+        "pred_boxes", "torch.int64"),
     # ------------------------------------------------------------------ sampler
     Bad("naive_sample", "rank-1", lambda: naive_sample(MT[0]), ValueError, "matches", "(5)"),
     Bad("naive_sample", "bool", lambda: naive_sample(MT >= 0), TypeError, "matches", "torch.bool"),
@@ -659,6 +733,18 @@ def _d(fn: Callable[..., object], *names: str, **kwargs: object) -> Callable[[in
     return lambda B, N, M: fn(*(_empty_inputs(B, N, M)[n] for n in names), **kwargs)
 
 
+def _detr_inputs(B: int, N: int, M: int) -> tuple[torch.Tensor, ...]:
+    """The optimal matcher's inputs: normalised center boxes, logits, half the ground truth padded."""
+    e = _empty_inputs(B, N, M)
+    labels = torch.where(e["refs"][..., 0] == PAD, PAD, e["labels"])
+    return (
+        corner_to_center(e["anchors"] / 100),
+        torch.log(e["scores"]),
+        corner_to_center(e["refs"] / 100),
+        labels,
+    )
+
+
 DEGENERATE: list[Degenerate] = [
     Degenerate("box_iou", _d(box_iou, "anchors", "refs"), lambda B, N, M: [(B, N, M)]),
     Degenerate("BBoxBatchIOU", _d(BBoxBatchIOU(), "anchors", "refs"), lambda B, N, M: [(B, N, M)]),
@@ -693,6 +779,12 @@ DEGENERATE: list[Degenerate] = [
     Degenerate("match_boxes",
         _d(match_boxes, "anchors", "refs", matchers=[BipartiteMatcher(), MaximumMatcher(0.5)], chunk_size=2),
         lambda B, N, M: [(B, N)] * 2),
+    Degenerate("linear_sum_assignment", _d(linear_sum_assignment, "ious"), lambda B, N, M: [(B, N)]),
+    Degenerate("hungarian_match", lambda B, N, M: hungarian_match(*_detr_inputs(B, N, M)),
+        lambda B, N, M: [(B, N)]),
+    Degenerate("HungarianMatcher",
+        lambda B, N, M: HungarianMatcher(use_focal_loss=False)(*_detr_inputs(B, N, M)),
+        lambda B, N, M: [(B, N)]),
     Degenerate("naive_sample", _d(naive_sample, "matches"), lambda B, N, M: [(B, N)]),
     Degenerate("NaiveSampler", _d(NaiveSampler(), "matches"), lambda B, N, M: [(B, N)]),
     Degenerate("ohem_sample", _d(ohem_sample, "matches", "scores", "ious", ratio=3, min_samples=2),
