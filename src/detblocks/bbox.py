@@ -656,12 +656,16 @@ def _pairs_native(
 def generalized_box_iou(a: Tensor, b: Tensor, fmt: str = "corner") -> Tensor:
     """Generalized IoU of every box of ``a`` with every box of ``b``, per image.
 
-    torchvision 0.29.1's ``generalized_box_iou``: ``IoU - (C - U) / C`` with the union
+    torchvision 0.29.1's ``generalized_box_iou`` (``ops/boxes.py``): ``IoU - (C - U) / C`` with the union
     ``U = area_a + area_b - inter`` and ``C`` the area of the smallest box enclosing both,
     no ``eps``. In ``[-1, 1]`` for boxes with ``xmin <= xmax`` and ``ymin <= ymax``. Where
     torchvision divides 0 by 0 (a pair of zero-area boxes: ``U = 0``, and ``C = 0`` when both
     are segments on one line) and returns NaN, that term counts as 0 here, so two identical
     points or segments have GIoU 0; gradients are finite there too.
+
+    On CPU in eager mode without autograd, float32 (and half) goes through a native kernel
+    when it is built, with the PyTorch path's values bit for bit. How torchvision,
+    ultralytics and mmdet differ: the documentation's page on the IoU family.
 
     Args:
         a (Tensor[B, N, 4]): boxes, or ``Tensor[N, 4]`` for a single image.
@@ -687,11 +691,15 @@ def generalized_box_iou(a: Tensor, b: Tensor, fmt: str = "corner") -> Tensor:
 def distance_box_iou(a: Tensor, b: Tensor, fmt: str = "corner", eps: float = 1e-7) -> Tensor:
     """Distance IoU of every box of ``a`` with every box of ``b``, per image.
 
-    torchvision 0.29.1's ``distance_box_iou``: ``IoU - d^2 / (c^2 + eps)`` with ``d`` the
+    torchvision 0.29.1's ``distance_box_iou`` (``ops/boxes.py``): ``IoU - d^2 / (c^2 + eps)`` with ``d`` the
     distance between the boxes' centres and ``c`` the diagonal of the smallest box enclosing
     both; the IoU has no ``eps``. In ``[-1, 1]`` for boxes with ``xmin <= xmax``. Where
     torchvision's IoU is 0/0 (two zero-area boxes) and NaN, it counts as 0 here (so does the
     distance term with ``eps=0`` and two equal points); gradients are finite there too.
+
+    On CPU in eager mode without autograd, float32 (and half) goes through a native kernel
+    when it is built, with the PyTorch path's values bit for bit. How torchvision,
+    ultralytics and mmdet differ: the documentation's page on the IoU family.
 
     Args:
         a (Tensor[B, N, 4]): boxes, or ``Tensor[N, 4]`` for a single image.
@@ -717,13 +725,17 @@ def distance_box_iou(a: Tensor, b: Tensor, fmt: str = "corner", eps: float = 1e-
 def complete_box_iou(a: Tensor, b: Tensor, fmt: str = "corner", eps: float = 1e-7) -> Tensor:
     """Complete IoU of every box of ``a`` with every box of ``b``, per image.
 
-    torchvision 0.29.1's ``complete_box_iou``: the distance IoU (:func:`distance_box_iou`)
+    torchvision 0.29.1's ``complete_box_iou`` (``ops/boxes.py``): the distance IoU (:func:`distance_box_iou`)
     minus ``alpha * v``, with ``v = 4 / pi^2 * (arctan(w_a / h_a) - arctan(w_b / h_b))^2`` and
     ``alpha = v / (1 - IoU + v + eps)`` treated as a constant by autograd (computed without
     gradient, as in torchvision and the CIoU paper). In ``(-2, IoU]`` for boxes with
     ``xmin <= xmax`` and ``ymin <= ymax`` (``0 <= v < 1``). A zero-height box has
     ``arctan(w / 0) = pi / 2`` as in torchvision; a point box (0/0, NaN in torchvision) has
     angle 0, and an IoU of 0/0 counts as 0; gradients are finite everywhere.
+
+    On CPU in eager mode without autograd, float32 (and half) goes through a native kernel
+    when it is built, with the PyTorch path's values bit for bit. How torchvision,
+    ultralytics and mmdet differ: the documentation's page on the IoU family.
 
     Args:
         a (Tensor[B, N, 4]): boxes, or ``Tensor[N, 4]`` for a single image.
@@ -754,9 +766,11 @@ def aligned_box_iou(
 
     The element-wise form the box losses use: ``kind='giou'``, ``'diou'`` and ``'ciou'`` are
     ``1 -`` torchvision 0.29.1's ``generalized_box_iou_loss``, ``distance_box_iou_loss`` and
-    ``complete_box_iou_loss`` (``reduction='none'``): ``eps`` is added to the union, to the
-    enclosing area (GIoU), to the squared enclosing diagonal (DIoU, CIoU) and to CIoU's
-    ``alpha`` denominator; ``alpha`` is a constant for autograd. ``kind='iou'`` is
+    ``complete_box_iou_loss`` (``ops/giou_loss.py``, ``diou_loss.py``, ``ciou_loss.py``,
+    ``reduction='none'``): ``eps`` is added to the union, to the enclosing area (GIoU), to the
+    squared enclosing diagonal (DIoU, CIoU) and to CIoU's ``alpha`` denominator; ``alpha`` is
+    a constant for autograd. (torchvision's CIoU loss passes its ``eps`` to ``alpha`` only,
+    keeping 1e-7 elsewhere: the two agree at the default ``eps``.) ``kind='iou'`` is
     torchvision's ``box_iou`` of each pair, ``inter / union`` (``eps`` unused). Where a
     divisor is 0 (zero-area pairs with ``eps=0``, point boxes in CIoU's ``arctan(w / h)``),
     the term counts as 0: the result and its gradients are finite.
