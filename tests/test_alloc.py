@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import pickle
 
+import pytest
 import torch
 
 import detblocks
 from detblocks import _alloc
 from detblocks.bbox import box_iou
+
+pytestmark = pytest.mark.cpu_only("the reused output memory is a CPU fast path")
 
 SHAPE = (4, 1024, 1024)  # 16 MiB of float32: above the size that takes the cache
 

@@ -18,6 +18,10 @@ import torch
 from conftest import ROOT
 from detblocks import bench
 
+pytestmark = pytest.mark.cpu_only(
+    "the benchmark harness is tested on CPU (its --device option is an argument of the tool)"
+)
+
 # Tiny versions of the four workloads: same layouts, a few milliseconds each.
 TINY = {
     "ssd_targets": replace(bench.FULL_SIZES["ssd_targets"], batch=2),

@@ -25,6 +25,8 @@ from detblocks.demo.export import compare_detections
 from detblocks.demo.model import SSD, SSDInference, ssd_anchors
 from detblocks.demo.train import CHECKPOINT_NAME, DemoConfig, load_checkpoint, run_demo
 
+pytestmark = pytest.mark.cpu_only("the demo trains, evaluates and exports on CPU")
+
 TINY = ["--image-size", "64", "--batch-size", "4", "--train-size", "16", "--val-size", "8", "--threads", "1"]
 
 

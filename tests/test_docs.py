@@ -28,6 +28,8 @@ import pytest
 
 from conftest import FIXTURES, ROOT
 
+pytestmark = pytest.mark.cpu_only("documentation examples print CPU tensors")
+
 DOCS = ROOT / "docs"
 EXAMPLES = ROOT / "examples"
 API_REFERENCE = FIXTURES.parents[1] / "reference" / "gluoncv_nn_api.txt"

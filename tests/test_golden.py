@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_manifest
+from conftest import DEVICE, load_manifest
 
 MANIFEST = load_manifest() + load_manifest("gluoncv_plumbing")
 # Inputs that hold integers (stored as float32 by GluonCV): passed as int64.
@@ -43,7 +43,7 @@ def _inputs(case: dict, data) -> list[torch.Tensor]:
         t = torch.from_numpy(np.asarray(data[f"in_{name}"]))
         if name in INT_INPUTS or (case["cls"] == "MultiClassEncoder" and name == "refs"):
             t = t.to(torch.int64)
-        out.append(t)
+        out.append(t.to(DEVICE))
     return out
 
 
@@ -152,7 +152,7 @@ def _check_shapes(case, data):
     tv_name = kwargs["network"].removesuffix("_v1")
     tv_kwargs = dict(kwargs, network=tv_name, outputs=case["torchvision_outputs"])
     for kw in (kwargs, tv_kwargs):
-        block = getattr(feature, case["cls"])(**kw).eval()
+        block = getattr(feature, case["cls"])(**kw).eval().to(DEVICE)
         with torch.no_grad():
             outs = block(x)
         assert [tuple(o.shape) for o in outs] == want, kw["network"]
@@ -164,7 +164,7 @@ def test_golden_case(case):
     if case["check"] == "shapes":
         _check_shapes(case, data)
         return
-    block = _build(case["module"], case["cls"], case["kwargs"])
+    block = _build(case["module"], case["cls"], case["kwargs"]).to(DEVICE)
     inputs = _inputs(case, data)
     if "param_weight" in data:
         _load_params(block, data, inputs[0])
@@ -172,7 +172,7 @@ def test_golden_case(case):
         _check_quota(case, data, block, inputs)
         return
     with torch.no_grad():
-        outs = _as_tuple(block(*inputs))
+        outs = tuple(o.cpu() for o in _as_tuple(block(*inputs)))
     {"allclose": _check_allclose, "exact": _check_exact, "perclass": _check_perclass}[case["check"]](
         case, data, outs
     )

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_manifest
+from conftest import DEVICE, load_manifest
 
 MANIFEST = load_manifest("modern")
 #: Constructor arguments given as JSON lists that the classes take as tuples.
@@ -32,7 +32,7 @@ def _inputs(case: dict, data) -> list[object]:
         if name in case.get("list_inputs", ()):
             out.append([int(v) for v in value])
         else:
-            out.append(torch.from_numpy(value))
+            out.append(torch.from_numpy(value).to(DEVICE))
     return out
 
 
@@ -129,6 +129,10 @@ def test_golden_case(case):
     data = np.load(case["path"])
     with torch.no_grad():
         out = _call(case, _inputs(case, data))
+    if isinstance(out, tuple):  # an Assignment (NamedTuple) or a plain tuple
+        out = type(out)(*(o.cpu() for o in out)) if hasattr(out, "_fields") else tuple(o.cpu() for o in out)
+    else:
+        out = out.cpu()
     CHECKS[case["check"]](case, data, out if case["check"] == "assignment" else _as_tuple(out))
 
 

@@ -103,7 +103,7 @@ def _scene(seed: int = 0, B: int = 3, N: int = 200, M: int = 7, C: int = 6) -> d
     refs[0, -2:] = -1  # padding
     refs[2] = -1  # an image without objects
     ids = torch.randint(0, C - 1, (B, M), generator=g)
-    ids[refs[..., 0] < 0] = -1
+    ids = torch.where(refs[..., 0] < 0, -1, ids)
     logits = torch.randn(B, N, C, generator=g)
     return {"anchors": anchors, "refs": refs, "ids": ids, "logits": logits}
 
@@ -150,6 +150,7 @@ SYNC_FREE: list[tuple[str, Callable[[dict[str, torch.Tensor]], object]]] = [
 ]
 
 
+@pytest.mark.cpu_only("runs the accelerator path on CPU tensors, with CPU shortcuts patched off")
 @pytest.mark.parametrize("name,path", SYNC_FREE, ids=[n for n, _ in SYNC_FREE])
 def test_hot_path_never_reads_from_the_host(name, path, monkeypatch):
     t = _inputs(_scene())
@@ -168,6 +169,7 @@ def _bipartite_reads_bound(t: dict[str, torch.Tensor]) -> int:
     return sizes * (q + 1 + 2) + 1
 
 
+@pytest.mark.cpu_only("runs the accelerator path on CPU tensors, with CPU shortcuts patched off")
 @pytest.mark.parametrize("share_max", [True, False])
 def test_bipartite_reads_at_most_its_documented_bound(share_max, monkeypatch):
     t = _inputs(_scene())
@@ -179,6 +181,7 @@ def test_bipartite_reads_at_most_its_documented_bound(share_max, monkeypatch):
     assert 0 < sum(reads.values()) <= _bipartite_reads_bound(t), dict(reads)
 
 
+@pytest.mark.cpu_only("runs the accelerator path on CPU tensors, with CPU shortcuts patched off")
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("kind", ["maximum", "bipartite", "composite", "ascend"])
 def test_the_accelerator_path_gives_the_cpu_path_s_matches(kind, seed, monkeypatch):
@@ -199,6 +202,7 @@ def test_the_accelerator_path_gives_the_cpu_path_s_matches(kind, seed, monkeypat
     assert torch.equal(got, want)
 
 
+@pytest.mark.cpu_only("the counter's own test, on CPU tensors")
 def test_the_counter_sees_host_reads(monkeypatch):
     """The instrument itself: each kind of read is counted."""
     x = torch.arange(6.0)
@@ -211,3 +215,21 @@ def test_the_counter_sees_host_reads(monkeypatch):
     assert reads == Counter(
         {"item/bool/int/float": 1, "boolean-mask index": 1, "nonzero": 1, "tolist": 1, "unique": 1}
     )
+
+
+@pytest.mark.meta_ok
+@pytest.mark.parametrize("name,path", SYNC_FREE, ids=[n for n, _ in SYNC_FREE])
+def test_hot_path_runs_on_the_test_device(name, path, device):
+    """On the test device (``DETBLOCKS_TEST_DEVICE``) the sync-free paths run and give the CPU
+    results. Also on ``meta``, which has no values to read: a path that read one would fail."""
+    t = _inputs(_scene())
+    got = path(t)
+    got = got if isinstance(got, tuple) else (got,)
+    assert all(g.device.type == device.type for g in got), name
+    if device.type == "meta" or name == "QuotaSampler":  # no values; or random on each device
+        return
+    with torch.device("cpu"):
+        want = path({k: v.cpu() for k, v in t.items()})
+    want = want if isinstance(want, tuple) else (want,)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.cpu(), w, rtol=1e-5, atol=1e-5, equal_nan=True)

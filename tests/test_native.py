@@ -18,7 +18,10 @@ import detblocks
 from detblocks import bbox, matcher
 from detblocks.bbox import box_iou
 
-pytestmark = pytest.mark.skipif(bbox._native is None, reason="native kernels not built")
+pytestmark = [
+    pytest.mark.skipif(bbox._native is None, reason="native kernels not built"),
+    pytest.mark.cpu_only("the native kernels are CPU kernels"),
+]
 
 
 def _random_boxes(g: torch.Generator, shape: tuple[int, ...], scale: float = 100.0) -> torch.Tensor:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.cpu_only("README examples print CPU tensors")
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCK = re.compile(r"```python\n(.*?)```(?:\s*\n+Output:\s*\n+```\n(.*?)```)?", re.S)
 
