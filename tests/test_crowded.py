@@ -473,6 +473,7 @@ def test_verify_accepts_the_dense_result_and_rejects_others():
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("crowded")
+@pytest.mark.cpu_only("measures the resident set of a CPU process")
 def test_one_million_anchors_and_a_thousand_objects_in_bounded_memory():
     """The issue's scene in a fresh process (one thread, so that it shares the machine with
     a parallel test run): the peak resident size stays under 2 GiB, the full float32 IoU

@@ -547,9 +547,9 @@ def test_fpn_onnx_matches_eager(tmp_path):
     program.save(path)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     x2 = torch.randn(2, 3, 100, 76)
-    outs = session.run(None, {session.get_inputs()[0].name: x2.numpy()})
+    outs = session.run(None, {session.get_inputs()[0].name: x2.cpu().numpy()})
     with torch.no_grad():
         want = block(x2)
     assert len(outs) == len(want) == 5
     for got, w in zip(outs, want):
-        torch.testing.assert_close(torch.from_numpy(got), w, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(torch.from_numpy(got), w.cpu(), rtol=1e-4, atol=1e-4)

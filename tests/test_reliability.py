@@ -214,7 +214,7 @@ BAD_INPUTS: list[Bad] = [
     Bad("box_iou", "batch-mismatch", lambda: box_iou(A, boxes(3, 3)), ValueError, "b", "(3, 3, 4)"),
     Bad("box_iou", "rank-mismatch", lambda: box_iou(A, R[0]), ValueError, "b", "(3, 4)"),
     Bad("box_iou", "int-boxes", lambda: box_iou(A, R.long()), TypeError, "b", "torch.int64"),
-    Bad("box_iou", "non-tensor", lambda: box_iou(A.numpy(), R), TypeError, "a", "got ndarray"),
+    Bad("box_iou", "non-tensor", lambda: box_iou(A.cpu().numpy(), R), TypeError, "a", "got ndarray"),
     Bad("box_iou", "unknown-fmt", lambda: box_iou(A, R, fmt="xywh"), ValueError, "fmt", "'xywh'"),
     Bad("box_iou", "offset-str", lambda: box_iou(A, R, offset="1"), TypeError, "offset", "got str"),
     Bad("box_iou", "eps-negative", lambda: box_iou(A, R, eps=-1e-9), ValueError, "eps", "-1e-09"),
@@ -263,7 +263,7 @@ BAD_INPUTS: list[Bad] = [
         "(2, 5, 3)"),
     Bad("aligned_box_iou", "rank-0", lambda: aligned_box_iou(A, torch.tensor(1.0)), ValueError, "b", "()"),
     Bad("aligned_box_iou", "int-boxes", lambda: aligned_box_iou(A, A.int()), TypeError, "b", "torch.int32"),
-    Bad("aligned_box_iou", "non-tensor", lambda: aligned_box_iou(A.numpy(), A), TypeError, "a",
+    Bad("aligned_box_iou", "non-tensor", lambda: aligned_box_iou(A.cpu().numpy(), A), TypeError, "a",
         "got ndarray"),
     Bad("clip_to_image", "img-rank-2", lambda: clip_to_image(A, IMG[0, 0]), ValueError, "img", "(48, 64)"),
     Bad("clip_to_image", "img-list", lambda: clip_to_image(A, [48, 64]), TypeError, "img", "got list"),
@@ -1548,6 +1548,7 @@ print(hashlib.sha256(out.numpy().tobytes()).hexdigest())
 """
 
 
+@pytest.mark.cpu_only("the fresh process draws on the CPU")
 def test_same_seed_same_samples_in_a_fresh_process():
     """``torch.manual_seed`` fixes the samples across runs: a new interpreter draws the same."""
     matches, ious = _quota_case()
@@ -1593,6 +1594,7 @@ def _whole_step(anchors: torch.Tensor, refs: torch.Tensor, labels: torch.Tensor)
     return [ious, matches, samples, quota_gen, ohem, targets, masks, *pc, decoded]
 
 
+@pytest.mark.cpu_only("thread counts of the CPU backend")
 def test_whole_target_pipeline_is_bitwise_identical_with_one_or_two_threads():
     """IoU, matching (with exact ties), sampling, encoding and decoding of 4 x 4080 anchors
     (sizes where CPU kernels split work across threads) give the same bits with 1 and 2

@@ -421,6 +421,7 @@ def test_quota_explicit_generator_reproduces():
     assert not torch.equal(sampler(matches, ious, generator=torch.Generator().manual_seed(4)), first)
 
 
+@pytest.mark.cpu_only("thread counts of the CPU backend")
 @pytest.mark.parametrize("which", ["quota", "ohem"])
 def test_same_result_with_one_or_two_threads(which):
     g = torch.Generator().manual_seed(4)
