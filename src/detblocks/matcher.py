@@ -13,6 +13,12 @@ matched to each anchor, or :data:`~detblocks.conventions.NO_MATCH` (``-1``).
   each filling only the anchors every earlier one left unmatched.
 * :func:`match_boxes`: IoU and a chain of matchers in one call, from the boxes;
   above :data:`DENSE_LIMIT` IoU entries it never holds the whole IoU matrix.
+* :func:`linear_sum_assignment`: the exact minimum-cost one-to-one assignment of
+  every image of a padded batch (SciPy's optimum), as the custom operator
+  ``detblocks::linear_sum_assignment``; :func:`hungarian_match` /
+  :class:`HungarianMatcher`: DETR-family matching of queries to objects with
+  RT-DETR's cost, solved by it. Their cost is a cost (lower is better), not a
+  similarity (the API page's section "Optimal matching" describes the solver).
 
 How the bipartite matcher avoids sorting all ``N * M`` pairs
 -------------------------------------------------------------
