@@ -255,17 +255,17 @@ def atss_assign(
     # Pairs (image, ground-truth row): the real ones only in eager mode, every row traced.
     valid = real_rows(gt_labels) & torch.isfinite(gt_boxes).all(-1)  # (B, M)
     if tracing():
-        pair = torch.arange(b * m, device=dev)
         pair_ok = valid.reshape(-1)
+        img = torch.arange(b, device=dev)[:, None].expand(b, m).reshape(-1)
+        row = torch.arange(m, device=dev).expand(b, m).reshape(-1)
+        g = torch.where(pair_ok[:, None], gt_boxes.reshape(-1, 4), 0.0)  # (P, 4)
     else:
         pair = valid.reshape(-1).nonzero().squeeze(1)  # the one host read
         pair_ok = None
         if pair.numel() == 0:  # no real ground truth anywhere: all background
             return Assignment(matches, matches.clone(), torch.zeros((b, n), dtype=out_dtype, device=dev))
-    img, row = pair // m, pair % m  # (P,)
-    g = gt_boxes.reshape(-1, 4)[pair]  # (P, 4)
-    if pair_ok is not None:
-        g = torch.where(pair_ok[:, None], g, 0.0)
+        img, row = pair // m, pair % m  # (P,)
+        g = gt_boxes.reshape(-1, 4)[pair]  # (P, 4)
     gcx, gcy = _centres(g)
 
     finite = torch.isfinite(anchors).all(-1)  # (N,)
