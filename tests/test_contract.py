@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch.export import Dim
 from torch.utils import _pytree as pytree
 
-from detblocks import assign, bbox, coder, feature, matcher, predictor, sampler
+from detblocks import anchor, assign, bbox, coder, feature, matcher, postprocess, predictor, sampler
 from detblocks.conventions import PAD
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -286,6 +286,40 @@ def center_iou_in(s: Sizes) -> tuple[Tensor, Tensor]:
 
 
 # ------------------------------------------------------------------ inputs of anchor and postprocess
+def nms_rows_in(s: Sizes) -> tuple[Tensor]:
+    """box_nms rows ``[id, score, xmin, ymin, xmax, ymax]``: the scene's boxes (half of them
+    jittered copies of one another, so they overlap), 3 ids, some scores below 0.1."""
+    g = _generator(s, 7)
+    ids = torch.randint(0, 3, (s.B, s.N, 1), generator=g).float()
+    return (torch.cat([ids, torch.rand(s.B, s.N, 1, generator=g), scene(s).anchors], dim=-1),)
+
+
+def proposal_in(s: Sizes) -> tuple[Tensor, ...]:
+    """Corner anchors shared by the batch, objectness, offsets (some widths beyond the clip,
+    so some boxes leave the image and some fall below min_size), the images."""
+    g = _generator(s, 8)
+    offsets = torch.randn(s.B, s.N, 4, generator=g) * 0.5
+    offsets[:, :2, 2:] = 40.0
+    score = torch.rand(s.B, s.N, 1, generator=g)
+    return scene(s).anchors[:1], score, offsets, torch.zeros(s.B, 3, s.H, s.W)
+
+
+def ssd_output_in(s: Sizes) -> tuple[Tensor, ...]:
+    """SSD logits (background favoured, as a trained detector), offsets and center anchors."""
+    g = _generator(s, 9)
+    logits = torch.randn(s.B, s.N, NUM_CLASSES, generator=g) * 2
+    logits[..., 0] += 2.0
+    offsets = torch.randn(s.B, s.N, 4, generator=g) * 0.5
+    return logits, offsets, bbox.corner_to_center(scene(s).anchors[:1])
+
+
+def ssd_anchor_generator() -> nn.Module:
+    return anchor.SSDAnchorGenerator((160, 192), sizes=(30, 60), ratios=(1, 2, 0.5), step=8, clip=True)
+
+
+def rpn_anchor_generator() -> nn.Module:
+    return anchor.RPNAnchorGenerator(stride=8, base_size=8, ratios=(0.5, 1, 2), scales=(4, 8))
+
 
 # ------------------------------------------------------------------ inputs of the optimal matching
 class LinearSumAssignment(nn.Module):
@@ -339,6 +373,30 @@ def max_iou_in(s: Sizes) -> tuple[Tensor, ...]:
     sc = scene(s)
     return sc.anchors, sc.gt_ids, sc.gt_boxes
 
+
+def tal_in(s: Sizes) -> tuple[Tensor, ...]:
+    """TAL: class probabilities, predicted boxes (half of them jittered ground truth),
+    anchor points shared by the batch (the centres of image 0's boxes, so many fall inside
+    ground truth), padded ground truth."""
+    sc = scene(s)
+    points = (sc.anchors[0, :, :2] + sc.anchors[0, :, 2:]) / 2
+    return torch.sigmoid(sc.logits), sc.anchors, points, sc.gt_ids, sc.gt_boxes
+
+
+def dynamic_k_in(s: Sizes) -> tuple[Tensor, ...]:
+    """SimOTA / DSL: priors ``(x, y, 16, 16)`` at the centres of image 0's boxes (many fall
+    inside ground truth), class probabilities, predicted boxes (half of them jittered
+    ground truth), padded ground truth."""
+    sc = scene(s)
+    points = (sc.anchors[0, :, :2] + sc.anchors[0, :, 2:]) / 2
+    priors = torch.cat([points, torch.full_like(points, 16.0)], -1)
+    return priors, torch.sigmoid(sc.logits), sc.anchors, sc.gt_ids, sc.gt_boxes
+
+
+def dsl_in(s: Sizes) -> tuple[Tensor, ...]:
+    """As :func:`dynamic_k_in`, with class logits."""
+    priors, _, boxes, gt_ids, gt_boxes = dynamic_k_in(s)
+    return priors, scene(s).logits, boxes, gt_ids, gt_boxes
 
 
 def warmed_up(module: nn.Module, *example: Tensor) -> nn.Module:
@@ -404,6 +462,9 @@ class Component:
     onnx: bool | NoOnnx = True
     seeded: bool = False
     tol: tuple[float, float] = (1e-5, 1e-5)
+    #: False where an input has a fixed axis of size 2 (TAL's anchor points (N, 2)): with
+    #: duck sizing, ``torch.compile`` would give the traced batch of 2 that axis's symbol.
+    duck_shape: bool = True
 
     def __str__(self) -> str:
         return self.name
@@ -628,7 +689,43 @@ COMPONENTS: list[Component] = [
         for kind in bbox.IOU_KINDS
     ),
     # anchor (inference side)
+    Component("SSDAnchorGenerator(clip=True)", "anchor", ssd_anchor_generator, feature_map_in, (MAP,), True),
+    Component("RPNAnchorGenerator", "anchor", rpn_anchor_generator, feature_map_in, (MAP,), True),
     # postprocess (inference side)
+    Component(
+        "BoxNMS(valid_thresh=0.1, topk=30, id_index=0)",
+        "postprocess",
+        functools.partial(postprocess.BoxNMS, valid_thresh=0.1, topk=30, id_index=0),
+        nms_rows_in,
+        (BOXES,),
+        True,
+    ),
+    Component(
+        "BoxNMS(force_suppress=True, in_format='corner', out_format='center')",
+        "postprocess",
+        functools.partial(postprocess.BoxNMS, id_index=0, force_suppress=True, out_format="center"),
+        nms_rows_in,
+        (BOXES,),
+        True,
+    ),
+    Component(
+        "RPNProposal(clip=4.14, min_size=16)",
+        "postprocess",
+        functools.partial(postprocess.RPNProposal, math.log(1000 / 16), 16, (1.0, 1.0, 1.0, 1.0)),
+        proposal_in,
+        ({1: "N"}, BOXES, BOXES, IMAGE),
+        True,
+        tol=(1e-5, 1e-3),
+    ),
+    Component(
+        "SSDDetectionOutput(nms_topk=50, post_nms=20)",
+        "postprocess",
+        functools.partial(postprocess.SSDDetectionOutput, NUM_CLASSES - 1, nms_topk=50, post_nms=20),
+        ssd_output_in,
+        (BOXES, BOXES, {1: "N"}),
+        True,
+        tol=(1e-5, 1e-4),
+    ),
     # matcher: optimal one-to-one matching (training side)
     Component(
         "linear_sum_assignment",
@@ -674,10 +771,41 @@ COMPONENTS: list[Component] = [
         (BOXES, REFS, REFS),
         False,
     ),
+    Component(
+        "TaskAlignedAssigner(topk=5, alpha=0.5)",
+        "assign",
+        functools.partial(assign.TaskAlignedAssigner, topk=5, num_classes=NUM_CLASSES, alpha=0.5),
+        tal_in,
+        (BOXES, BOXES, {0: "N"}, REFS, REFS),
+        False,
+        onnx=NoOnnx(
+            "the tie rule needs a stable sort (`aten.sort.stable`), which has no ONNX translation",
+            torch.onnx.errors.OnnxExporterError,
+            r"aten\.sort.*stable",
+        ),
+        duck_shape=False,
+    ),
+    Component(
+        "SimOTAAssigner()",
+        "assign",
+        assign.SimOTAAssigner,
+        dynamic_k_in,
+        ({0: "N"}, BOXES, BOXES, REFS, REFS),
+        False,
+    ),
+    Component(
+        "DynamicSoftLabelAssigner(topk=5)",
+        "assign",
+        functools.partial(assign.DynamicSoftLabelAssigner, topk=5),
+        dsl_in,
+        ({0: "N"}, BOXES, BOXES, REFS, REFS),
+        False,
+    ),
 ]
 
 PUBLIC_MODULES = {"bbox": bbox, "coder": coder, "matcher": matcher, "sampler": sampler}
 PUBLIC_MODULES.update(predictor=predictor, feature=feature)
+PUBLIC_MODULES.update(anchor=anchor, postprocess=postprocess)
 PUBLIC_MODULES.update(assign=assign)
 
 
@@ -703,7 +831,8 @@ def assert_same(component: Component, got: list, want: list[Tensor], where: str)
     assert len(got) == len(want), f"{component}: {len(got)} outputs, expected {len(want)} ({where})"
     rtol, atol = component.tol
     for i, (g, w) in enumerate(zip(got, want)):
-        g = torch.from_numpy(g) if not isinstance(g, Tensor) else g
+        g = (torch.from_numpy(g) if not isinstance(g, Tensor) else g).cpu()
+        w = w.cpu()
         msg = f"{component}: output {i} differs from eager ({where})"
         assert g.shape == w.shape, f"{msg}: shape {tuple(g.shape)} != {tuple(w.shape)}"
         assert g.dtype == w.dtype, f"{msg}: dtype {g.dtype} != {w.dtype}"
@@ -790,6 +919,7 @@ def test_compile(component):
             with (
                 torch._dynamo.config.patch(error_on_recompile=i == 1),
                 torch._inductor.config.patch(fallback_random=component.seeded),
+                torch.fx.experimental._config.patch(use_duck_shape=component.duck_shape),
             ):
                 got = run(component, compiled, args)
             assert_same(component, got, run(component, module, args), f"compiled, {s}")
@@ -826,7 +956,7 @@ def test_onnx(component, tmp_path):
     for s in OTHER:
         args = component.inputs(s)
         assert len(names) == len(args), f"{component}: ONNX inputs {names} for {len(args)} arguments"
-        got = session.run(None, {n: a.numpy() for n, a in zip(names, args)})
+        got = session.run(None, {n: a.cpu().numpy() for n, a in zip(names, args)})
         assert_same(component, got, run(component, module, args), f"onnxruntime, {s}")
 
 
