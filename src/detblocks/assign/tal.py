@@ -179,7 +179,7 @@ def _assign_dense(
     m = gts.shape[1]
     real = real_rows(labels)  # (B, M)
     lt, rb = _widened_corners(gts, stride_val)  # (B, M, 2)
-    px, py = points.unbind(-1)  # (N,)
+    px, py = points[:, 0], points[:, 1]  # (N,)
     inside = _inside(px, py, lt.unsqueeze(2), rb.unsqueeze(2))  # (B, M, N)
     index = labels.clamp(min=0).unsqueeze(1).expand(batch, n, m)
     score = scores.gather(2, index).transpose(1, 2)  # (B, M, N)
@@ -459,7 +459,8 @@ def task_aligned_assign(
     pred_boxes = check_boxes("pred_boxes", pred_boxes, 3, "(B, N, 4)")
     anchor_points = check_float("anchor_points", anchor_points)
     check_rank("anchor_points", anchor_points, 2, "(N, 2)")
-    if anchor_points.shape[1] != 2:
+    # (not while tracing: a batch of 2 would share the symbol of this 2 and be frozen by it)
+    if not tracing() and anchor_points.shape[1] != 2:
         raise ValueError(f"anchor_points must be (N, 2), got shape {shape_str(anchor_points)}")
     gt_labels, gt_boxes = check_ground_truth(gt_labels, gt_boxes)
     check_batch(("pred_scores", pred_scores), ("pred_boxes", pred_boxes), ("gt_boxes", gt_boxes))
