@@ -3,14 +3,18 @@
  * detblocks._optimal solves with the same algorithm in plain Python, with the same
  * result bit for bit).
  *
+ * hungarian_cost: the box terms and weighted sum of the matcher's float32 cost (below).
+ *
  * lsa: a minimum-cost assignment per image of a padded batch, by shortest augmenting
  * paths with dual variables (the Jonker-Volgenant family, in the rectangular form of
  * D. F. Crouse, "On implementing 2D rectangular assignment algorithms", IEEE TAES 2016,
  * which SciPy's linear_sum_assignment also implements). Each image's valid columns are
  * gathered into a dense float64 matrix with no more rows than columns (transposed when
- * the image has more rows than valid columns); each row in turn is added to the
- * matching along a shortest augmenting path found by Dijkstra's method on the reduced
- * costs, then the duals are updated so that every reduced cost stays non-negative.
+ * the image has more rows than valid columns). The duals start at the row minima and
+ * every row whose first cheapest column is still free takes it; each other row is then
+ * added to the matching along a shortest augmenting path found by Dijkstra's method on
+ * the reduced costs, and the duals are updated so that every reduced cost stays
+ * non-negative (columns left unmatched keep a zero dual).
  * The scan visits the free columns in a fixed order and prefers, among columns at the
  * same distance, one that ends the path, so the tie-breaking is a deterministic
  * function of the input. +inf costs are never taken; an image where no complete path
