@@ -43,7 +43,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import detblocks
-from detblocks import bbox, coder, feature, matcher, predictor, sampler
+from detblocks import assign, bbox, coder, feature, matcher, predictor, sampler
+from detblocks.assign import ATSSAssigner, MaxIoUAssigner, atss_assign, max_iou_assign
 from detblocks.bbox import (
     BBoxArea,
     BBoxBatchIOU,
@@ -619,6 +620,64 @@ BAD_INPUTS: list[Bad] = [
         "int"),
     Bad("pretrained_weights_path", "weights-unknown",
         lambda: pretrained_weights_path("resnet18", "IMAGENET9K"), ValueError, "pretrained", "'IMAGENET9K'"),
+    # ------------------------------------------------------------------ assign: ATSS and MaxIoU
+    Bad("atss_assign", "anchors-batched", lambda: atss_assign(A, [5], L, R), ValueError, "anchors",
+        "(2, 5, 4)"),
+    Bad("atss_assign", "anchors-int", lambda: atss_assign(A[0].long(), [5], L, R), TypeError, "anchors",
+        "torch.int64"),
+    Bad("atss_assign", "levels-sum", lambda: atss_assign(A[0], [3, 1], L, R), ValueError, "num_level_anchors",
+        "(sum 4)"),
+    Bad("atss_assign", "levels-float", lambda: atss_assign(A[0], [5.0], L, R), TypeError,
+        "num_level_anchors[0]", "5.0"),
+    Bad("atss_assign", "levels-negative", lambda: atss_assign(A[0], [6, -1], L, R), ValueError,
+        "num_level_anchors[1]", "-1"),
+    Bad("atss_assign", "levels-str", lambda: atss_assign(A[0], "5", L, R), TypeError, "num_level_anchors",
+        "str"),
+    Bad("atss_assign", "levels-empty", lambda: atss_assign(A[0], [], L, R), ValueError, "num_level_anchors",
+        "[]"),
+    Bad("atss_assign", "labels-bool", lambda: atss_assign(A[0], [5], L > 0, R), TypeError, "gt_labels",
+        "torch.bool"),
+    Bad("atss_assign", "labels-below-padding", lambda: atss_assign(A[0], [5], L - 5, R), ValueError,
+        "gt_labels", "[-5, -3]"),
+    Bad("atss_assign", "labels-rows", lambda: atss_assign(A[0], [5], L[:, :2], R), ValueError, "gt_labels",
+        "(2, 2)"),
+    Bad("atss_assign", "gt-boxes-batch", lambda: atss_assign(A[0], [5], L, boxes(3, 3)), ValueError,
+        "gt_boxes", "(3, 3, 4)"),
+    Bad("atss_assign", "gt-boxes-last-dim-3", lambda: atss_assign(A[0], [5], L, R[..., :3]), ValueError,
+        "gt_boxes", "(2, 3, 3)"),
+    Bad("atss_assign", "topk-0", lambda: atss_assign(A[0], [5], L, R, topk=0), ValueError, "topk", "0"),
+    Bad("ATSSAssigner", "topk-float", lambda: ATSSAssigner(topk=2.5), TypeError, "topk", "2.5"),
+    Bad("ATSSAssigner", "forward-levels-sum", lambda: ATSSAssigner()(A[0], [2, 2], L, R), ValueError,
+        "num_level_anchors", "[2, 2]"),
+    Bad("max_iou_assign", "anchors-rank-4", lambda: max_iou_assign(A[None], L, R, 0.5, 0.4), ValueError,
+        "anchors", "(1, 2, 5, 4)"),
+    Bad("max_iou_assign", "anchors-batch", lambda: max_iou_assign(boxes(3, 5), L, R, 0.5, 0.4), ValueError,
+        "anchors", "(3, 5, 4)"),
+    Bad("max_iou_assign", "anchors-int", lambda: max_iou_assign(A.long(), L, R, 0.5, 0.4), TypeError,
+        "anchors", "torch.int64"),
+    Bad("max_iou_assign", "labels-bool", lambda: max_iou_assign(A, L > 0, R, 0.5, 0.4), TypeError,
+        "gt_labels", "torch.bool"),
+    Bad("max_iou_assign", "gt-boxes-rank-2", lambda: max_iou_assign(A, L, R[0], 0.5, 0.4), ValueError,
+        "gt_boxes", "(3, 4)"),
+    Bad("max_iou_assign", "pos-none", lambda: max_iou_assign(A, L, R, None, 0.4), TypeError, "pos_iou_thr",
+        "NoneType"),
+    Bad("max_iou_assign", "neg-triple", lambda: max_iou_assign(A, L, R, 0.5, (0.1, 0.2, 0.3)), ValueError,
+        "neg_iou_thr", "(0.1, 0.2, 0.3)"),
+    Bad("max_iou_assign", "neg-str", lambda: max_iou_assign(A, L, R, 0.5, "0.4"), TypeError, "neg_iou_thr",
+        "str"),
+    Bad("max_iou_assign", "neg-pair-nan", lambda: max_iou_assign(A, L, R, 0.5, (math.nan, 0.4)), ValueError,
+        "neg_iou_thr[0]", "NaN"),
+    Bad("max_iou_assign", "min-pos-str", lambda: max_iou_assign(A, L, R, 0.5, 0.4, "0"), TypeError,
+        "min_pos_iou", "str"),
+    Bad("max_iou_assign", "assign-all-int",
+        lambda: max_iou_assign(A, L, R, 0.5, 0.4, gt_max_assign_all=1), TypeError, "gt_max_assign_all",
+        "int"),
+    Bad("MaxIoUAssigner", "low-quality-str", lambda: MaxIoUAssigner(0.5, 0.4, match_low_quality="yes"),
+        TypeError, "match_low_quality", "str"),
+    Bad("MaxIoUAssigner", "neg-list-of-3", lambda: MaxIoUAssigner(0.5, [0.1, 0.2, 0.3]), ValueError,
+        "neg_iou_thr", "[0.1, 0.2, 0.3]"),
+    Bad("MaxIoUAssigner", "forward-gt-last-dim-5",
+        lambda: MaxIoUAssigner(0.5, 0.4)(A, L, torch.rand(2, 3, 5)), ValueError, "gt_boxes", "(2, 3, 5)"),
     # ------------------------------------------------------------------ package
     Bad("set_value_checks", "str", lambda: detblocks.set_value_checks("on"), TypeError, "enabled", "str"),
 ]  # fmt: skip
@@ -632,12 +691,12 @@ def test_bad_input_raises_naming_the_argument_and_what_was_received(bad: Bad):
 
 
 #: Module attributes of __all__ that are data, not components.
-_NOT_COMPONENTS = {"FOLD", "ACTIVATIONS", "GLUONCV_NETWORKS", "GLUONCV_OUTPUTS"}
+_NOT_COMPONENTS = {"FOLD", "ACTIVATIONS", "GLUONCV_NETWORKS", "GLUONCV_OUTPUTS", "Assignment"}
 
 
 def _public_callables() -> set[str]:
     names = {"set_value_checks"}
-    for module in (bbox, coder, matcher, sampler, predictor, feature):
+    for module in (bbox, coder, matcher, sampler, predictor, feature, assign):
         names |= {n for n in module.__all__ if n not in _NOT_COMPONENTS and callable(getattr(module, n))}
     return names
 
@@ -745,6 +804,12 @@ def _detr_inputs(B: int, N: int, M: int) -> tuple[torch.Tensor, ...]:
     )
 
 
+def _assign_gt(B: int, N: int, M: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels and boxes of the assigners: half the ground truth padded (label -1)."""
+    e = _empty_inputs(B, N, M)
+    return torch.where(e["refs"][..., 0] == PAD, PAD, e["labels"]), e["refs"]
+
+
 DEGENERATE: list[Degenerate] = [
     Degenerate("box_iou", _d(box_iou, "anchors", "refs"), lambda B, N, M: [(B, N, M)]),
     Degenerate("BBoxBatchIOU", _d(BBoxBatchIOU(), "anchors", "refs"), lambda B, N, M: [(B, N, M)]),
@@ -785,6 +850,19 @@ DEGENERATE: list[Degenerate] = [
     Degenerate("HungarianMatcher",
         lambda B, N, M: HungarianMatcher(use_focal_loss=False)(*_detr_inputs(B, N, M)),
         lambda B, N, M: [(B, N)]),
+    Degenerate("atss_assign",
+        lambda B, N, M: atss_assign(boxes(1, N, seed=4)[0], [N], *_assign_gt(B, N, M)),
+        lambda B, N, M: [(B, N)] * 3),
+    Degenerate("ATSSAssigner",
+        lambda B, N, M: ATSSAssigner(topk=2)(boxes(1, N, seed=4)[0], [N // 2, N - N // 2],
+                                             *_assign_gt(B, N, M)),
+        lambda B, N, M: [(B, N)] * 3),
+    Degenerate("max_iou_assign",
+        lambda B, N, M: max_iou_assign(boxes(B, N, seed=4), *_assign_gt(B, N, M), 0.5, 0.4),
+        lambda B, N, M: [(B, N)] * 3),
+    Degenerate("MaxIoUAssigner",
+        lambda B, N, M: MaxIoUAssigner(0.5, (0.1, 0.4))(boxes(1, N, seed=4)[0], *_assign_gt(B, N, M)),
+        lambda B, N, M: [(B, N)] * 3),
     Degenerate("naive_sample", _d(naive_sample, "matches"), lambda B, N, M: [(B, N)]),
     Degenerate("NaiveSampler", _d(NaiveSampler(), "matches"), lambda B, N, M: [(B, N)]),
     Degenerate("ohem_sample", _d(ohem_sample, "matches", "scores", "ious", ratio=3, min_samples=2),
