@@ -37,6 +37,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch._higher_order_ops.while_loop import while_loop_op
 
 from detblocks import _checks
 from detblocks.bbox import clip_to_image
@@ -107,29 +108,37 @@ def _greedy_keep(suppress: Tensor, valid: Tensor) -> Tensor:
     ``suppress (B, T, T)`` as :func:`_suppression` returns it; ``valid (B, T)`` marks the
     candidates that take part (an invalid one is never kept and suppresses nothing).
     """
-
-    def step(keep: Tensor) -> Tensor:
-        return valid & ~(suppress & keep.unsqueeze(1)).any(2)
-
     if _checks.tracing():
-
-        def cond(keep: Tensor, changed: Tensor) -> Tensor:
-            return changed.clone()
-
-        def body(keep: Tensor, changed: Tensor) -> tuple[Tensor, Tensor]:
-            new = step(keep)
-            return new, (new != keep).any()
-
-        start = (valid.clone(), torch.ones((), dtype=torch.bool, device=valid.device))
-        keep, _ = torch.while_loop(cond, body, start)
+        carried = (valid.clone(), torch.ones((), dtype=torch.bool, device=valid.device))
+        if torch.compiler.is_dynamo_compiling():
+            keep, _ = torch.while_loop(
+                lambda k, c: _nms_round_pending(k, c, suppress, valid),
+                lambda k, c: _nms_round(k, c, suppress, valid),
+                carried,
+            )
+        else:
+            # torch.export: the operator itself. torch.while_loop would run it through a
+            # torch.compile whose cache, shared by every export in the process, adds the
+            # guards of earlier exports to this one.
+            keep, _ = while_loop_op(_nms_round_pending, _nms_round, carried, (suppress, valid))
         return keep
     keep = valid
     for _ in range(valid.shape[1] + 1):  # converges in at most T rounds
-        new = step(keep)
+        new, _ = _nms_round(keep, keep, suppress, valid)
         if torch.equal(new, keep):
             break
         keep = new
     return keep
+
+
+def _nms_round(keep: Tensor, changed: Tensor, suppress: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """One round of :func:`_greedy_keep`: the new ``keep`` and whether it changed."""
+    new = valid & ~(suppress & keep.unsqueeze(1)).any(2)
+    return new, (new != keep).any()
+
+
+def _nms_round_pending(keep: Tensor, changed: Tensor, suppress: Tensor, valid: Tensor) -> Tensor:
+    return changed.clone()
 
 
 # ------------------------------------------------------------------ box_nms
@@ -232,9 +241,14 @@ def box_nms(
     if id_index >= 0:
         valid = valid & (x[..., id_index] != background_id)
     key = torch.where(valid, score, float("-inf"))
-    order = key.sort(dim=1, descending=True, stable=True).indices  # (B, N)
-    if topk > 0:
-        order = order[:, :topk]  # (B, T)
+    n = x.shape[1]
+    t, pad = _candidate_count(topk, n)
+    if pad:  # topk rows of -1 that are never valid: there are always topk candidates
+        key = torch.cat([key, key.new_full((x.shape[0], pad), float("-inf"))], dim=1)
+        valid = torch.cat([valid, valid.new_zeros((x.shape[0], pad))], dim=1)
+        x = torch.cat([x, x.new_full((x.shape[0], pad, k), EMPTY)], dim=1)
+    rank = torch.arange(key.shape[1], device=x.device).expand(x.shape[0], -1)
+    _, order = _stable_topk(key, rank, t)  # (B, T): row indices by descending score, stable
     rows = x.gather(1, order.unsqueeze(-1).expand(-1, -1, k))  # (B, T, K)
     valid = valid.gather(1, order)
     boxes = rows[..., coord_start : coord_start + 4].to(work)  # (B, T, 4)
@@ -248,8 +262,20 @@ def box_nms(
     rows = torch.where(keep.unsqueeze(-1), rows, EMPTY)
     # Survivors to the front in score order, the other candidates (now all -1) after them.
     dest = _survivors_first(keep)  # (B, T)
-    out = torch.full_like(x, EMPTY).scatter(1, dest.unsqueeze(-1).expand(-1, -1, k), rows)
-    return out.reshape(shape)
+    out = x.new_full((x.shape[0], n + t, k), EMPTY).scatter(1, dest.unsqueeze(-1).expand(-1, -1, k), rows)
+    return out[:, :n].reshape(shape)
+
+
+def _candidate_count(topk: int, n: int) -> tuple[int, int]:
+    """``(T, pad)``: how many sorted candidates take part, out of ``n`` rows and ``pad`` rows of
+    padding. ``topk < 0`` takes all. With a concrete ``n`` (eager), ``T = min(topk, n)``; with
+    a symbolic one (compile, export), ``T = topk`` over ``topk`` rows of padding, so that no
+    size depends on a minimum the shape solver cannot reason about."""
+    if topk < 0:
+        return n, 0
+    if isinstance(n, int):
+        return min(topk, n), 0
+    return topk, topk
 
 
 def _survivors_first(keep: Tensor) -> Tensor:
@@ -316,7 +342,10 @@ def rpn_proposal(
     img = _checks.check_tensor("img", img)
     _checks.check_rank("img", img, 4, "(B, C, H, W)")
     min_size = float(_checks.check_number("min_size", min_size))
-    roi = decode_boxes(bbox_pred, anchor, stds, convert_anchor=True, clip=clip)  # (B, N, 4)
+    # Zero means written out: torch.compile(dynamic=True) cannot read the floats of a default tuple.
+    roi = decode_boxes(
+        bbox_pred, anchor, stds, (0.0, 0.0, 0.0, 0.0), convert_anchor=True, clip=clip
+    )  # (B, N, 4)
     roi = clip_to_image(roi, img)
     xmin, ymin, xmax, ymax = roi.unbind(-1)
     invalid = ((xmax - xmin + 1.0) < min_size) | ((ymax - ymin + 1.0) < min_size)  # (B, N)
@@ -360,13 +389,16 @@ def _stable_topk(key: Tensor, rank: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return torch.empty_like(val).scatter(1, place, val), torch.empty_like(rk).scatter(1, place, rk)
 
 
-def _entries_dense(scores: Tensor, thresh: float, k: int) -> tuple[Tensor, Tensor]:
+def _entries_dense(scores: Tensor, thresh: float, k: int, pad: int = 0) -> tuple[Tensor, Tensor]:
     """The ``k`` best (class, anchor) entries above ``thresh`` of foreground ``scores (B, N, C)``:
-    their scores (-inf where there are fewer) and class-major indices ``c * N + n``."""
+    their scores (-inf where there are fewer) and class-major indices ``c * N + n`` (``pad``
+    entries of padding, never valid, follow the real ones)."""
     b, n, c = scores.shape
     key = torch.where(scores > thresh, scores, float("-inf"))  # NaN is never valid
     key = key.transpose(1, 2).reshape(b, c * n)  # (B, C * N), class-major as GluonCV's rows
-    rank = torch.arange(c * n, device=scores.device).expand(b, c * n)
+    if pad:
+        key = torch.cat([key, key.new_full((b, pad), float("-inf"))], dim=1)
+    rank = torch.arange(key.shape[1], device=scores.device).expand(b, -1)
     return _stable_topk(key, rank, k)
 
 
@@ -482,19 +514,20 @@ def ssd_detection_output(
     c = c1 - 1
     out_dtype = torch.promote_types(torch.promote_types(cls_preds.dtype, box_preds.dtype), anchors.dtype)
     work = _compute_dtype(out_dtype)
-    k = torch.sym_min(nms_topk, c * n)
+    k, pad = _candidate_count(nms_topk, c * n)
     if _checks.eager_cpu(cls_preds, box_preds, anchors):
         score, entry = _entries_compact(cls_preds, work, thresh, k)  # (B, k) each
     else:
         fg = torch.softmax(cls_preds.to(work), dim=-1)[..., 1:]  # (B, N, C)
-        score, entry = _entries_dense(fg, thresh, k)
+        score, entry = _entries_dense(fg, thresh, k, pad)
     valid = score > float("-inf")
-    n1 = torch.sym_max(n, 1)  # no division by zero when there are no anchors (then k = 0)
+    # A 0-d divisor, at least 1: no division by zero without anchors (then every entry is padding).
+    n1 = torch.full((), n, dtype=torch.int64, device=entry.device).clamp(min=1)
     cls, anchor_idx = entry // n1, entry % n1  # (B, k); padding entries give anchors in range
     pick = anchor_idx.unsqueeze(-1).expand(-1, -1, 4)
     preds = box_preds.gather(1, pick)  # (B, k, 4)
     anc = anchors.expand(b, -1, -1).gather(1, pick)
-    boxes = decode_boxes(preds, anc, stds)  # (B, k, 4) corner, promoted dtype
+    boxes = decode_boxes(preds, anc, stds, (0.0, 0.0, 0.0, 0.0))  # (B, k, 4) corner, promoted dtype
     corner, area = _corner_and_area(boxes.to(work), "corner")
     keep = _greedy_keep(_suppression(corner, area, nms_thresh, cls), valid)  # (B, k)
 
