@@ -424,11 +424,15 @@ def _class_cost(logits: Tensor, gt_labels: Tensor, p: dict[str, Any]) -> Tensor:
     labels = gt_labels.clamp(min=0)[:, None, :].expand(B, Q, gt_labels.shape[1])  # (B, Q, M)
     if not p["use_focal_loss"]:
         return F.softmax(logits, dim=-1).gather(2, labels).neg_()
-    prob = logits.gather(2, labels).sigmoid_()  # (B, Q, M)
     alpha, gamma = p["alpha"], p["gamma"]
-    pos = (1 - prob).pow_(gamma).mul_((prob + FOCAL_EPS).log_().neg_()).mul_(alpha)
-    neg = prob.pow(gamma).mul_((1 - prob).add_(FOCAL_EPS).log_().neg_()).mul_(1 - alpha)
-    return pos.sub_(neg)
+    prob = logits.gather(2, labels).sigmoid_()  # (B, Q, M)
+    miss = 1 - prob
+    log_hit = (prob + FOCAL_EPS).log_()
+    log_miss = (miss + FOCAL_EPS).log_()
+    # alpha (1-p)^g (-log(p+eps)) - (1-alpha) p^g (-log(1-p+eps)), in fewer passes
+    hit_term = miss.pow_(gamma).mul_(log_hit)  # (1-p)^g log(p+eps)
+    miss_term = prob.pow_(gamma).mul_(log_miss)  # p^g log(1-p+eps)
+    return miss_term.mul_(1 - alpha).sub_(hit_term, alpha=alpha)
 
 
 def _native_cost_applies(*tensors: Tensor) -> bool:
