@@ -4,7 +4,9 @@ Box operators (:mod:`detblocks.bbox`), target encoders and decoders
 (:mod:`detblocks.coder`), anchor matchers (:mod:`detblocks.matcher`), sample
 selectors (:mod:`detblocks.sampler`), prediction heads
 (:mod:`detblocks.predictor`) and feature extractors (:mod:`detblocks.feature`)
-with the semantics of GluonCV's ``gluoncv.nn``, batched over a leading axis.
+with the semantics of GluonCV's ``gluoncv.nn``, batched over a leading axis;
+anchor generators (:mod:`detblocks.anchor`) and the inference tail of GluonCV's
+detectors (:mod:`detblocks.postprocess`: ``box_nms``, RPN proposals, SSD's output).
 
 Submodules are imported on first use, so ``import detblocks`` stays cheap.
 """
@@ -29,12 +31,33 @@ same results, bit for bit, computed with PyTorch ops; only eager float32 work on
 uses them (:func:`detblocks.bbox.box_iou`, :func:`detblocks.matcher.bipartite_match`,
 :func:`detblocks.sampler.ohem_sample`, :func:`detblocks.coder.decode_per_class`)."""
 
-_SUBMODULES = ("bbox", "coder", "matcher", "sampler", "predictor", "feature", "assign", "conventions")
+_SUBMODULES = (
+    "bbox",
+    "coder",
+    "matcher",
+    "sampler",
+    "predictor",
+    "feature",
+    "anchor",
+    "postprocess",
+    "assign",
+    "conventions",
+)
 
 __all__ = ["__version__", "NATIVE", "NO_MATCH", "Sample", "empty_cache", "set_value_checks", *_SUBMODULES]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from detblocks import assign, bbox, coder, feature, matcher, predictor, sampler  # noqa: F401
+    from detblocks import (  # noqa: F401
+        anchor,
+        assign,
+        bbox,
+        coder,
+        feature,
+        matcher,
+        postprocess,
+        predictor,
+        sampler,
+    )
 
 
 def __getattr__(name: str):
