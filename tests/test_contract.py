@@ -496,6 +496,13 @@ ATSS_NO_ONNX = NoOnnx(
     torch.onnx.errors.OnnxExporterError,
     r"aten\.view.*dtype",
 )
+#: SimOTA and DSL select by int64 keys made of float32 cost bits and an index.
+DYNAMIC_K_NO_ONNX = NoOnnx(
+    "the dynamic-k selection keys read float32 cost bit patterns as integers (`Tensor.view(dtype)`), "
+    "which ONNX cannot express",
+    torch.onnx.errors.OnnxExporterError,
+    r"aten\.view.*dtype",
+)
 
 COMPONENTS: list[Component] = [
     # bbox: inference side
@@ -792,6 +799,7 @@ COMPONENTS: list[Component] = [
         dynamic_k_in,
         ({0: "N"}, BOXES, BOXES, REFS, REFS),
         False,
+        onnx=DYNAMIC_K_NO_ONNX,
     ),
     Component(
         "DynamicSoftLabelAssigner(topk=5)",
@@ -800,6 +808,7 @@ COMPONENTS: list[Component] = [
         dsl_in,
         ({0: "N"}, BOXES, BOXES, REFS, REFS),
         False,
+        onnx=DYNAMIC_K_NO_ONNX,
     ),
 ]
 

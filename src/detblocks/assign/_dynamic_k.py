@@ -86,8 +86,9 @@ def gt_rows(valid: Tensor) -> Rows:
     all of them with ``valid`` as the mask (traced)."""
     b, m = valid.shape
     if tracing():
-        flat = torch.arange(b * m, device=valid.device)
-        return Rows(flat // m, flat % m, valid.reshape(-1))
+        img = torch.arange(b, device=valid.device)[:, None].expand(b, m).reshape(-1)
+        row = torch.arange(m, device=valid.device).expand(b, m).reshape(-1)
+        return Rows(img, row, valid.reshape(-1))
     flat = valid.reshape(-1).nonzero().squeeze(1)
     return Rows(flat // m, flat % m, None)
 
@@ -119,8 +120,9 @@ def candidate_columns(region: Tensor) -> Columns:
     dev = region.device
     if tracing():
         prior = torch.arange(n, device=dev).expand(b, n)
-        flat = torch.arange(b * n, device=dev)
-        return Columns(prior, region, flat // n, flat % n, flat % n, region.reshape(-1))
+        img = torch.arange(b, device=dev)[:, None].expand(b, n).reshape(-1)
+        flat_prior = prior.reshape(-1)
+        return Columns(prior, region, img, flat_prior, flat_prior, region.reshape(-1))
     counts = region.sum(1)  # (B,)
     width = int(counts.max()) if b > 0 else 0  # host read: the widest image
     idx = region.nonzero()  # (K, 2) in (image, prior) order
