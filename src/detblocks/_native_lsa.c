@@ -41,6 +41,12 @@
 #include <omp.h>
 #endif
 
+/* Work (rows x columns x min(rows, columns), summed over images) a thread must have before
+ * the solve takes a second one: about 5 ms of the worst case. */
+#define LSA_GRAIN 5e7
+/* Cost pairs a thread must have in hungarian_cost: about a millisecond. */
+#define COST_GRAIN (1 << 20)
+
 /* Per-image status written to the status array. */
 enum { LSA_OK = 0, LSA_INVALID = 1, LSA_INFEASIBLE = 2, LSA_NO_MEMORY = 3 };
 
@@ -216,6 +222,18 @@ static PyObject *native_lsa(PyObject *self, PyObject *args) {
     }
     const lsa_job job = {(const void *)(uintptr_t)cost, is_double, (const uint8_t *)(uintptr_t)valid,
                          batch, n, m, (int64_t *)(uintptr_t)out, (int8_t *)(uintptr_t)status};
+    /* A second thread only for work worth a few milliseconds: on a busy machine a parallel
+     * region can wait a whole scheduler time slice for a thread that is not running. */
+    double work = 0.0;  /* sum over images of rows * columns * min(rows, columns) */
+    for (int64_t b = 0; b < batch; b++) {
+        int64_t k = m;
+        if (job.valid) {
+            k = 0;
+            for (int64_t j = 0; j < m; j++) k += job.valid[b * m + j] != 0;
+        }
+        work += (double)n * (double)k * (double)(n < k ? n : k);
+    }
+    if (threads > work / LSA_GRAIN) threads = (int)(work / LSA_GRAIN);
     if (threads > batch) threads = (int)batch;
     if (threads < 1) threads = 1;
     (void)threads;  /* without OpenMP */
@@ -314,7 +332,7 @@ static PyObject *native_hungarian_cost(PyObject *self, PyObject *args) {
                           (const float *)(uintptr_t)cls, batch, q, m, (float)w_class, (float)w_bbox, (float)w_giou,
                           (float)eps, (float *)(uintptr_t)out};
     const int64_t rows = batch * q;
-    if (threads > rows / 64) threads = (int)(rows / 64);  /* at least 64 rows a thread */
+    if (threads > rows * m / COST_GRAIN) threads = (int)(rows * m / COST_GRAIN);  /* see LSA_GRAIN */
     if (threads < 1) threads = 1;
     (void)threads;  /* without OpenMP */
     int failed = 0;
