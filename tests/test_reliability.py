@@ -45,6 +45,7 @@ from torch import nn
 import detblocks
 from detblocks import assign, bbox, coder, feature, matcher, predictor, sampler
 from detblocks.assign import ATSSAssigner, MaxIoUAssigner, atss_assign, max_iou_assign
+from detblocks.assign import DynamicSoftLabelAssigner, SimOTAAssigner, dsl_assign, simota_assign
 from detblocks.bbox import (
     BBoxArea,
     BBoxBatchIOU,
@@ -170,6 +171,9 @@ MT = torch.tensor([[0, -1, -1, -1, 2], [-1, 1, -1, -1, -1]])  # matches (2, 5)
 L = torch.tensor([[0, 1, 2], [2, 1, 0]])  # reference class ids (2, 3)
 X = torch.rand(2, 5, 3)  # similarity / IoU matrix (2, 5, 3)
 LOGITS = torch.randn(2, 5, 4)
+PRI = torch.cat([(A[0, :, :2] + A[0, :, 2:]) / 2, torch.full((5, 2), 8.0)], -1)  # priors (x, y, sw, sh) (5, 4)
+SIM = (PRI, torch.sigmoid(LOGITS), A, L, R)  # SimOTA: priors, probabilities, boxes, labels, gts
+DSL = (PRI, LOGITS, A, L, R)  # DSL: priors, logits, boxes, labels, gts
 IMG = torch.zeros(2, 3, 48, 64)
 QUOTA = (8, 0.5, 0.3)  # num_sample, pos_thresh, neg_thresh_high
 OP_ARGS = (8, 0.5, 0.3, 0.0, 0.5, 0.5, True)  # hyper-parameters of QuotaSamplerOp
@@ -678,6 +682,95 @@ BAD_INPUTS: list[Bad] = [
         "neg_iou_thr", "[0.1, 0.2, 0.3]"),
     Bad("MaxIoUAssigner", "forward-gt-last-dim-5",
         lambda: MaxIoUAssigner(0.5, 0.4)(A, L, torch.rand(2, 3, 5)), ValueError, "gt_boxes", "(2, 3, 5)"),
+    # ------------------------------------------------------------------ assign: SimOTA and DSL
+    Bad("simota_assign", "priors-batched", lambda: simota_assign(A, *SIM[1:]), ValueError, "priors", "(2, 5, 4)"),
+    Bad("simota_assign", "priors-int", lambda: simota_assign(PRI.long(), *SIM[1:]), TypeError, "priors",
+        "torch.int64"),
+    Bad("simota_assign", "priors-3-cols", lambda: simota_assign(PRI[:, :3], *SIM[1:]), ValueError, "priors",
+        "(5, 3)"),
+    Bad("simota_assign", "priors-count", lambda: simota_assign(PRI[:4], *SIM[1:]), ValueError, "pred_scores",
+        "(2, 5, 4)"),
+    Bad("simota_assign", "scores-rank-2", lambda: simota_assign(PRI, SIM[1][..., 0], *SIM[2:]), ValueError,
+        "pred_scores", "(2, 5)"),
+    Bad("simota_assign", "scores-int", lambda: simota_assign(PRI, SIM[1].long(), *SIM[2:]), TypeError,
+        "pred_scores", "torch.int64"),
+    Bad("simota_assign", "scores-batch", lambda: simota_assign(PRI, torch.rand(3, 5, 4), *SIM[2:]),
+        ValueError, "pred_scores", "(3, 5, 4)"),
+    Bad("simota_assign", "scores-no-class", lambda: simota_assign(PRI, SIM[1][..., :0], *SIM[2:]),
+        ValueError, "pred_scores", "(2, 5, 0)"),
+    Bad("simota_assign", "scores-list", lambda: simota_assign(PRI, SIM[1].tolist(), *SIM[2:]), TypeError,
+        "pred_scores", "list"),
+    Bad("simota_assign", "boxes-last-dim-3", lambda: simota_assign(*SIM[:2], A[..., :3], L, R), ValueError,
+        "pred_boxes", "(2, 5, 3)"),
+    Bad("simota_assign", "boxes-priors", lambda: simota_assign(*SIM[:2], boxes(2, 4), L, R), ValueError,
+        "pred_boxes", "(2, 4, 4)"),
+    Bad("simota_assign", "labels-bool", lambda: simota_assign(*SIM[:3], L > 0, R), TypeError, "gt_labels",
+        "torch.bool"),
+    Bad("simota_assign", "labels-class", lambda: simota_assign(*SIM[:3], L + 4, R), ValueError, "gt_labels",
+        "[4, 6]"),
+    Bad("simota_assign", "labels-rows", lambda: simota_assign(*SIM[:3], L[:, :2], R), ValueError,
+        "gt_labels", "(2, 2)"),
+    Bad("simota_assign", "gt-boxes-batch", lambda: simota_assign(*SIM[:4], boxes(3, 3)), ValueError,
+        "gt_boxes", "(3, 3, 4)"),
+    Bad("simota_assign", "gt-boxes-last-dim-3", lambda: simota_assign(*SIM[:4], R[..., :3]), ValueError,
+        "gt_boxes", "(2, 3, 3)"),
+    Bad("simota_assign", "radius-negative", lambda: simota_assign(*SIM, center_radius=-1.0), ValueError,
+        "center_radius", "-1.0"),
+    Bad("simota_assign", "topk-0", lambda: simota_assign(*SIM, candidate_topk=0), ValueError,
+        "candidate_topk", "0"),
+    Bad("simota_assign", "iou-weight-str", lambda: simota_assign(*SIM, iou_weight="3"), TypeError,
+        "iou_weight", "str"),
+    Bad("simota_assign", "cls-weight-nan", lambda: simota_assign(*SIM, cls_weight=math.nan), ValueError,
+        "cls_weight", "NaN"),
+    Bad("SimOTAAssigner", "radius-str", lambda: SimOTAAssigner(center_radius="2.5"), TypeError,
+        "center_radius", "str"),
+    Bad("SimOTAAssigner", "topk-float", lambda: SimOTAAssigner(candidate_topk=2.5), TypeError,
+        "candidate_topk", "2.5"),
+    Bad("SimOTAAssigner", "iou-weight-tensor", lambda: SimOTAAssigner(iou_weight=torch.tensor(3.0)),
+        TypeError, "iou_weight", "tensor"),
+    Bad("SimOTAAssigner", "cls-weight-none", lambda: SimOTAAssigner(cls_weight=None), TypeError, "cls_weight",
+        "NoneType"),
+    Bad("SimOTAAssigner", "forward-priors-rank-1", lambda: SimOTAAssigner()(PRI[0], *SIM[1:]), ValueError,
+        "priors", "(4)"),
+    Bad("dsl_assign", "priors-batched", lambda: dsl_assign(A, *DSL[1:]), ValueError, "priors", "(2, 5, 4)"),
+    Bad("dsl_assign", "priors-3-cols", lambda: dsl_assign(PRI[:, :3], *DSL[1:]), ValueError, "priors",
+        "(5, 3)"),
+    Bad("dsl_assign", "priors-count", lambda: dsl_assign(PRI[:4], *DSL[1:]), ValueError, "pred_logits",
+        "(2, 5, 4)"),
+    Bad("dsl_assign", "logits-int", lambda: dsl_assign(PRI, LOGITS.long(), *DSL[2:]), TypeError,
+        "pred_logits", "torch.int64"),
+    Bad("dsl_assign", "logits-rank-4", lambda: dsl_assign(PRI, LOGITS[None], *DSL[2:]), ValueError,
+        "pred_logits", "(1, 2, 5, 4)"),
+    Bad("dsl_assign", "logits-batch", lambda: dsl_assign(PRI, torch.randn(3, 5, 4), *DSL[2:]), ValueError,
+        "pred_logits", "(3, 5, 4)"),
+    Bad("dsl_assign", "boxes-int", lambda: dsl_assign(*DSL[:2], A.long(), L, R), TypeError, "pred_boxes",
+        "torch.int64"),
+    Bad("dsl_assign", "boxes-priors", lambda: dsl_assign(*DSL[:2], boxes(2, 6), L, R), ValueError,
+        "pred_boxes", "(2, 6, 4)"),
+    Bad("dsl_assign", "labels-class", lambda: dsl_assign(*DSL[:3], L + 2, R), ValueError, "gt_labels",
+        "[2, 4]"),
+    Bad("dsl_assign", "labels-bool", lambda: dsl_assign(*DSL[:3], L.bool(), R), TypeError, "gt_labels",
+        "torch.bool"),
+    Bad("dsl_assign", "labels-rows", lambda: dsl_assign(*DSL[:3], L[:, :1], R), ValueError, "gt_labels",
+        "(2, 1)"),
+    Bad("dsl_assign", "gt-boxes-int", lambda: dsl_assign(*DSL[:4], R.long()), TypeError, "gt_boxes",
+        "torch.int64"),
+    Bad("dsl_assign", "gt-boxes-batch", lambda: dsl_assign(*DSL[:4], boxes(1, 3)), ValueError, "gt_boxes",
+        "(1, 3, 4)"),
+    Bad("dsl_assign", "radius-str", lambda: dsl_assign(*DSL, soft_center_radius="3"), TypeError,
+        "soft_center_radius", "str"),
+    Bad("dsl_assign", "topk-0", lambda: dsl_assign(*DSL, topk=0), ValueError, "topk", "0"),
+    Bad("dsl_assign", "iou-weight-nan", lambda: dsl_assign(*DSL, iou_weight=math.nan), ValueError,
+        "iou_weight", "NaN"),
+    Bad("DynamicSoftLabelAssigner", "topk-float", lambda: DynamicSoftLabelAssigner(topk=2.5), TypeError,
+        "topk", "2.5"),
+    Bad("DynamicSoftLabelAssigner", "radius-nan",
+        lambda: DynamicSoftLabelAssigner(soft_center_radius=math.nan), ValueError, "soft_center_radius", "NaN"),
+    Bad("DynamicSoftLabelAssigner", "iou-weight-str", lambda: DynamicSoftLabelAssigner(iou_weight="3"),
+        TypeError, "iou_weight", "str"),
+    Bad("DynamicSoftLabelAssigner", "forward-gt-last-dim-5",
+        lambda: DynamicSoftLabelAssigner()(*DSL[:4], torch.rand(2, 3, 5)), ValueError, "gt_boxes",
+        "(2, 3, 5)"),
     # ------------------------------------------------------------------ package
     Bad("set_value_checks", "str", lambda: detblocks.set_value_checks("on"), TypeError, "enabled", "str"),
 ]  # fmt: skip
@@ -804,6 +897,16 @@ def _detr_inputs(B: int, N: int, M: int) -> tuple[torch.Tensor, ...]:
     )
 
 
+def _dynamic_k_inputs(B: int, N: int, M: int, logits: bool = False) -> tuple[torch.Tensor, ...]:
+    """SimOTA's (probabilities) or DSL's (logits) inputs: priors at box centres with stride 8,
+    predicted boxes, half the ground truth padded."""
+    e = _empty_inputs(B, N, M)
+    points = boxes(1, N, seed=4)[0]
+    priors = torch.cat([(points[:, :2] + points[:, 2:]) / 2, torch.full((N, 2), 8.0)], -1)
+    scores = e["scores"]
+    return (priors, scores.log() if logits else scores, e["anchors"], *_assign_gt(B, N, M))
+
+
 def _assign_gt(B: int, N: int, M: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels and boxes of the assigners: half the ground truth padded (label -1)."""
     e = _empty_inputs(B, N, M)
@@ -850,6 +953,15 @@ DEGENERATE: list[Degenerate] = [
     Degenerate("HungarianMatcher",
         lambda B, N, M: HungarianMatcher(use_focal_loss=False)(*_detr_inputs(B, N, M)),
         lambda B, N, M: [(B, N)]),
+    Degenerate("simota_assign", lambda B, N, M: simota_assign(*_dynamic_k_inputs(B, N, M)),
+        lambda B, N, M: [(B, N)] * 3),
+    Degenerate("SimOTAAssigner", lambda B, N, M: SimOTAAssigner()(*_dynamic_k_inputs(B, N, M)),
+        lambda B, N, M: [(B, N)] * 3),
+    Degenerate("dsl_assign", lambda B, N, M: dsl_assign(*_dynamic_k_inputs(B, N, M, logits=True)),
+        lambda B, N, M: [(B, N)] * 3),
+    Degenerate("DynamicSoftLabelAssigner",
+        lambda B, N, M: DynamicSoftLabelAssigner(topk=3)(*_dynamic_k_inputs(B, N, M, logits=True)),
+        lambda B, N, M: [(B, N)] * 3),
     Degenerate("atss_assign",
         lambda B, N, M: atss_assign(boxes(1, N, seed=4)[0], [N], *_assign_gt(B, N, M)),
         lambda B, N, M: [(B, N)] * 3),
