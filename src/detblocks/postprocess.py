@@ -234,7 +234,7 @@ def box_nms(
     out_fmt = _check_format("out_format", out_format)
 
     shape = data.shape
-    x = data.reshape(-1, shape[-2], k)  # (B, N, K)
+    x = data.flatten(0, -3) if data.dim() > 2 else data.unsqueeze(0)  # (B, N, K)
     work = _compute_dtype(data.dtype)
     score = x[..., score_index].to(work)  # (B, N)
     valid = score > valid_thresh  # NaN is never valid
@@ -339,6 +339,9 @@ def rpn_proposal(
         raise ValueError(f"score must be (B, N, 1), got shape {_checks.shape_str(score)}")
     _checks.check_batch(("bbox_pred", bbox_pred), ("score", score))
     _checks.check_dim("score", score, 1, bbox_pred.shape[1], "N", "bbox_pred")
+    if anchor.shape[0] not in (1, bbox_pred.shape[0]):
+        _checks.check_batch(("bbox_pred", bbox_pred), ("anchor", anchor))
+    _checks.check_dim("anchor", anchor, 1, bbox_pred.shape[1], "N", "bbox_pred")
     img = _checks.check_tensor("img", img)
     _checks.check_rank("img", img, 4, "(B, C, H, W)")
     min_size = float(_checks.check_number("min_size", min_size))
@@ -410,7 +413,8 @@ def _entries_compact(cls_preds: Tensor, work: torch.dtype, thresh: float, k: int
     b, n, c1 = cls_preds.shape
     c = c1 - 1
     step = max(1, _SOFTMAX_CHUNK_ELEMENTS // max(1, n * c1))
-    vals, imgs, ranks = [], [], []
+    vals, imgs, ranks = [cls_preds.new_empty(0, dtype=work)], [torch.zeros(0, dtype=torch.int64)], []
+    ranks.append(torch.zeros(0, dtype=torch.int64))
     for b0 in range(0, b, step):
         fg = torch.softmax(cls_preds[b0 : b0 + step].to(work), dim=-1)[..., 1:]  # (b', N, C)
         i, a, j = (fg > thresh).nonzero(as_tuple=True)
