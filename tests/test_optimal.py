@@ -537,3 +537,14 @@ def test_eager_calls_read_the_cost_to_the_host_once():
     with mock.patch.object(_optimal, "_solve", spy):
         HungarianMatcher()(*scene)
     assert calls == [(2, 10, 4)]
+
+
+def test_the_cost_is_built_on_the_device_without_host_reads():
+    """On the meta device (shapes, no values: any host read raises) the whole cost builds,
+    checks included: nothing before the solve leaves the inputs' device."""
+    scene = [t.to("meta") for t in detr_scene(8, 2, 10, 4)]
+    for kwargs in MATCHER_KWARGS:
+        p = HungarianMatcher(**kwargs)._params
+        checked = _optimal._check_matcher_inputs(*scene)
+        cost = _optimal._matching_cost(*checked, p)
+        assert cost.device.type == "meta" and tuple(cost.shape) == (2, 10, 4)
