@@ -140,10 +140,34 @@ def _ciou(gt: Sequence[Tensor], pred: Sequence[Tensor], gt_atan: Tensor, pred_at
     return iou - (rho2 / c2 + v * alpha)
 
 
+def _power(x: Tensor, exponent: float) -> Tensor:
+    """``x ** exponent``, the same bits wherever ``x`` sits in memory: exact shortcuts for 1
+    and 0.5 (a correctly rounded square root), repeated multiplication in float64 for small
+    integers (YOLO's ``beta = 6``), else float64 ``pow``; rounded once to ``x``'s dtype."""
+    if exponent == 1.0:
+        return x
+    if exponent == 0.5:
+        return torch.sqrt(x)
+    if exponent == int(exponent) and 2 <= exponent <= 16:
+
+        def by_squaring(v: Tensor) -> Tensor:
+            result, base, n = None, v, int(exponent)
+            while n:
+                if n & 1:
+                    result = base if result is None else result * base
+                n >>= 1
+                if n:
+                    base = base * base
+            return result
+
+        return _in_float64(x, by_squaring)
+    return _in_float64(x, lambda v: v.pow(exponent))
+
+
 def _metric(score: Tensor, ciou: Tensor, alpha: float, beta: float) -> Tensor:
-    """``score ** alpha * ciou ** beta``, each power rounded once (see :func:`_in_float64`);
-    not yet cleaned of non-finite or non-positive values."""
-    return _in_float64(score, lambda s: s.pow(alpha)) * _in_float64(ciou, lambda c: c.pow(beta))
+    """``score ** alpha * ciou ** beta`` (see :func:`_power`); not yet cleaned of
+    non-finite or non-positive values."""
+    return _power(score, alpha) * _power(ciou, beta)
 
 
 def _positive_part(x: Tensor) -> Tensor:
@@ -273,16 +297,7 @@ def _candidate_pairs(points: Tensor, lt: Tensor, rb: Tensor) -> tuple[Tensor, Te
     return torch.repeat_interleave(box, length, output_size=total), anchor
 
 
-def _segment_order(seg: Tensor, metric: Tensor) -> tuple[Tensor, Tensor]:
-    """Stable order by segment, then by metric descending (ties keep their order); returns
-    ``(order, seg[order])``."""
-    if metric.dtype == torch.float32:  # one sort of packed keys: non-negative floats order as their bits
-        bits = metric.view(torch.int32).to(torch.int64)
-        key, order = torch.sort(seg * (1 << 31) + ((1 << 31) - 1 - bits), stable=True)
-        return order, key >> 31
-    order = torch.argsort(metric, descending=True, stable=True)
-    order = order[torch.argsort(seg[order], stable=True)]
-    return order, seg[order]
+_LOW31 = (1 << 31) - 1  # a non-negative float32's bit pattern fits in 31 bits
 
 
 def _segment_topk(seg: Tensor, anchor: Tensor, metric: Tensor, k: int, segments: int) -> Tensor:
@@ -290,17 +305,28 @@ def _segment_topk(seg: Tensor, anchor: Tensor, metric: Tensor, k: int, segments:
     listed have metric 0; returns the indices of the listed pairs it selects. Pairs come
     ordered by segment, then anchor; metrics are ``>= +0``.
 
-    A pair of metric 0 is selected when its segment has ``p < k`` positive metrics and
-    fewer than ``k - p`` metric-0 anchors precede it: ``anchor - (positives of the segment
-    before it) < k - p``, which needs ``anchor < k``.
+    Positive metrics: one stable sort by ``(segment, -metric)`` (packed into one int64 key
+    for float32), the first ``k`` of each segment. A pair of metric 0 is selected when its
+    segment has ``p < k`` positive metrics and fewer than ``k - p`` metric-0 anchors precede
+    it: ``anchor - (positives of the segment before it) < k - p``, which needs ``anchor < k``.
     """
     device = seg.device
     positive = metric > 0
-    at = positive.nonzero().squeeze(1)
-    order, seg_sorted = _segment_order(seg[at], metric[at])
-    pos_count = torch.bincount(seg_sorted, minlength=segments)
-    rank = torch.arange(at.numel(), device=device) - (pos_count.cumsum(0) - pos_count)[seg_sorted]
-    chosen = at[order[rank < k]]
+    count = torch.bincount(seg, minlength=segments)
+    start = count.cumsum(0) - count
+    # the pairs are grouped by segment already, so sorting within segments keeps each
+    # position's segment: the rank is the position minus the segment's start
+    rank = torch.arange(seg.numel(), device=device) - start[seg]
+    if metric.dtype == torch.float32:  # non-negative floats order as their bit patterns
+        key = seg * (1 << 31) + (_LOW31 - metric.view(torch.int32).to(torch.int64))
+        key, order = torch.sort(key, stable=True)
+        top = (rank < k) & (key.bitwise_and(_LOW31) != _LOW31)
+    else:
+        order = torch.argsort(metric, descending=True, stable=True)
+        order = order[torch.argsort(seg[order], stable=True)]
+        top = (rank < k) & positive[order]
+    chosen = order[top]
+    pos_count = torch.zeros_like(count).index_add_(0, seg, positive.to(torch.int64))
     # metric-0 fill: only pairs with anchor < k can take part
     low = (anchor < k).nonzero().squeeze(1)
     low_seg, low_pos = seg[low], positive[low].to(torch.int64)
@@ -337,7 +363,7 @@ def _assign_sparse(
     flat = img.index_select(0, g) * n + a  # (P,) anchor in the flattened batch
     # coordinates as contiguous (P,) rows: the CIoU's element-wise work vectorises
     gt = real.t().index_select(1, g).unbind(0)
-    pred = boxes.reshape(-1, 4).index_select(0, flat).t().contiguous().unbind(0)
+    pred = boxes.reshape(-1, 4).t().contiguous().index_select(1, flat).unbind(0)
     score = scores.reshape(-1).index_select(0, flat * classes + real_labels.index_select(0, g))
     gt_atan = _aspect_atan(real.t().unbind(0)).index_select(0, g)
     raw = _ciou(gt, pred, gt_atan, _aspect_atan(pred))
