@@ -29,7 +29,10 @@ a C compiler is there (``pip install`` goes on without them otherwise) and turne
 the environment variable ``DETBLOCKS_NATIVE=0``. Without them every function gives the
 same results, bit for bit, computed with PyTorch ops; only eager float32 work on CPU
 uses them (:func:`detblocks.bbox.box_iou`, :func:`detblocks.matcher.bipartite_match`,
-:func:`detblocks.sampler.ohem_sample`, :func:`detblocks.coder.decode_per_class`)."""
+:func:`detblocks.sampler.ohem_sample`, :func:`detblocks.coder.decode_per_class`).
+The optimal matching (:func:`detblocks.matcher.linear_sum_assignment`, the cost of
+:class:`detblocks.matcher.HungarianMatcher`) has its own extension, ``detblocks._native_lsa``,
+under the same rule; without it the same assignment comes from a Python loop."""
 
 _SUBMODULES = (
     "bbox",
