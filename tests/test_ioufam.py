@@ -540,3 +540,23 @@ def test_native_only_for_eager_finite_float32_without_autograd(monkeypatch):
     with torch.no_grad():
         complete_box_iou(a, b)
     assert calls == [1, 3]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("kind", list(PAIRWISE))
+def test_eager_blocks_equal_one_broadcast_computation(monkeypatch, kind, dtype):
+    """The eager CPU path in blocks of rows (here 7) gives the single broadcast computation's
+    values bit for bit (and the native kernel's, for float32)."""
+    g = torch.Generator().manual_seed(27)
+    a, b = random_boxes(g, (1, 45), 640).to(dtype), random_boxes(g, (3, 11), 640).to(dtype)
+    a[0, :4, 2] = a[0, :4, 0]
+    with monkeypatch.context() as m:
+        m.setattr(bbox, "_native_ioufam", None)
+        m.setattr(bbox, "_IOU_BLOCK_ELEMENTS", 3 * 11 * 7)
+        blocked = pairwise(kind, a, b)
+        m.setattr(bbox, "_IOU_BLOCK_ELEMENTS", 0)
+        single = pairwise(kind, a, b)
+    assert blocked.shape == (3, 45, 11)
+    assert torch.equal(blocked, single)
+    if dtype == torch.float32 and bbox._native_ioufam is not None:
+        assert torch.equal(pairwise(kind, a, b), single)

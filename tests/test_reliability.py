@@ -46,6 +46,7 @@ import detblocks
 from detblocks import anchor, assign, bbox, coder, feature, matcher, postprocess, predictor, sampler
 from detblocks.assign import ATSSAssigner, MaxIoUAssigner, atss_assign, max_iou_assign
 from detblocks.assign import DynamicSoftLabelAssigner, SimOTAAssigner, dsl_assign, simota_assign
+from detblocks.assign import TaskAlignedAssigner, task_aligned_assign
 from detblocks.anchor import (
     RPNAnchorGenerator,
     SSDAnchorGenerator,
@@ -209,6 +210,7 @@ def _op(matches=MT, ious=X, keys=None, *params):
 
 
 DETR = (A, LOGITS, R, L)  # pred_boxes, pred_logits (C = 4), gt_boxes, gt_labels of the optimal matcher
+TAL = (torch.sigmoid(LOGITS), A, (A[0, :, :2] + A[0, :, 2:]) / 2, L, R)  # scores, boxes, points, labels, gts
 
 
 def _spoilt(x: torch.Tensor, image: int, value: float) -> torch.Tensor:
@@ -960,6 +962,56 @@ BAD_INPUTS: list[Bad] = [
         "post_nms", "-1"),
     Bad("SSDDetectionOutput", "nms-topk-str", lambda: SSDDetectionOutput(3, nms_topk="400"), TypeError,
         "nms_topk", "str"),
+    # ------------------------------------------------------------------ assign: TaskAlignedAssigner
+    Bad("task_aligned_assign", "scores-int", lambda: task_aligned_assign(TAL[0].long(), *TAL[1:], num_classes=4),
+        TypeError, "pred_scores", "torch.int64"),
+    Bad("task_aligned_assign", "scores-rank-2", lambda: task_aligned_assign(TAL[0][..., 0], *TAL[1:],
+        num_classes=4), ValueError, "pred_scores", "(2, 5)"),
+    Bad("task_aligned_assign", "scores-classes", lambda: task_aligned_assign(*TAL, num_classes=6), ValueError,
+        "pred_scores", "(2, 5, 4)"),
+    Bad("task_aligned_assign", "boxes-last-dim-3", lambda: task_aligned_assign(TAL[0], A[..., :3], *TAL[2:],
+        num_classes=4), ValueError, "pred_boxes", "(2, 5, 3)"),
+    Bad("task_aligned_assign", "boxes-anchors", lambda: task_aligned_assign(TAL[0], A[:, :4], *TAL[2:],
+        num_classes=4), ValueError, "pred_boxes", "(2, 4, 4)"),
+    Bad("task_aligned_assign", "boxes-batch", lambda: task_aligned_assign(TAL[0], boxes(3, 5), *TAL[2:],
+        num_classes=4), ValueError, "pred_boxes", "(3, 5, 4)"),
+    Bad("task_aligned_assign", "points-3", lambda: task_aligned_assign(*TAL[:2], A[0, :, :3], *TAL[3:],
+        num_classes=4), ValueError, "anchor_points", "(5, 3)"),
+    Bad("task_aligned_assign", "points-anchors", lambda: task_aligned_assign(*TAL[:2], TAL[2][:4], *TAL[3:],
+        num_classes=4), ValueError, "anchor_points", "(4, 2)"),
+    Bad("task_aligned_assign", "points-list", lambda: task_aligned_assign(*TAL[:2], TAL[2].tolist(), *TAL[3:],
+        num_classes=4), TypeError, "anchor_points", "got list"),
+    Bad("task_aligned_assign", "labels-bool", lambda: task_aligned_assign(*TAL[:3], L > 0, R, num_classes=4),
+        TypeError, "gt_labels", "torch.bool"),
+    Bad("task_aligned_assign", "labels-class", lambda: task_aligned_assign(*TAL[:3], L + 4, R, num_classes=4),
+        ValueError, "gt_labels", "[4, 6]"),
+    Bad("task_aligned_assign", "labels-rows", lambda: task_aligned_assign(*TAL[:3], L[:, :2], R, num_classes=4),
+        ValueError, "gt_labels", "(2, 2)"),
+    Bad("task_aligned_assign", "gt-boxes-last-dim-5", lambda: task_aligned_assign(*TAL[:4], boxes(2, 3)
+        .repeat(1, 1, 2)[..., :5], num_classes=4), ValueError, "gt_boxes", "(2, 3, 5)"),
+    Bad("task_aligned_assign", "gt-boxes-batch", lambda: task_aligned_assign(*TAL[:4], boxes(3, 3),
+        num_classes=4), ValueError, "gt_boxes", "(3, 3, 4)"),
+    Bad("task_aligned_assign", "topk-0", lambda: task_aligned_assign(*TAL, topk=0, num_classes=4), ValueError,
+        "topk", "got 0"),
+    Bad("task_aligned_assign", "beta-str", lambda: task_aligned_assign(*TAL, beta="6", num_classes=4),
+        TypeError, "beta", "str"),
+    Bad("task_aligned_assign", "topk2-float", lambda: task_aligned_assign(*TAL, topk2=2.0, num_classes=4),
+        TypeError, "topk2", "2.0"),
+    Bad("TaskAlignedAssigner", "topk-float", lambda: TaskAlignedAssigner(topk=2.5), TypeError, "topk", "2.5"),
+    Bad("TaskAlignedAssigner", "num-classes-0", lambda: TaskAlignedAssigner(num_classes=0), ValueError,
+        "num_classes", "got 0"),
+    Bad("TaskAlignedAssigner", "alpha-nan", lambda: TaskAlignedAssigner(alpha=math.nan), ValueError, "alpha",
+        "NaN"),
+    Bad("TaskAlignedAssigner", "stride-str", lambda: TaskAlignedAssigner(stride="8"), TypeError, "stride",
+        "'8'"),
+    Bad("TaskAlignedAssigner", "stride-negative", lambda: TaskAlignedAssigner(stride=(8, -16)), ValueError,
+        "stride[1]", "-16"),
+    Bad("TaskAlignedAssigner", "eps-negative", lambda: TaskAlignedAssigner(eps=-1e-9), ValueError, "eps",
+        "-1e-09"),
+    Bad("TaskAlignedAssigner", "topk2-negative", lambda: TaskAlignedAssigner(topk2=-1), ValueError, "topk2",
+        "-1"),
+    Bad("TaskAlignedAssigner", "forward-scores-classes",
+        lambda: TaskAlignedAssigner(num_classes=3)(*TAL), ValueError, "pred_scores", "(2, 5, 4)"),
     # ------------------------------------------------------------------ package
     Bad("set_value_checks", "str", lambda: detblocks.set_value_checks("on"), TypeError, "enabled", "str"),
 ]  # fmt: skip
@@ -1074,6 +1126,15 @@ def _d(fn: Callable[..., object], *names: str, **kwargs: object) -> Callable[[in
     return lambda B, N, M: fn(*(_empty_inputs(B, N, M)[n] for n in names), **kwargs)
 
 
+def _tal_inputs(B: int, N: int, M: int) -> tuple[torch.Tensor, ...]:
+    """TAL's inputs: probabilities, predicted boxes, anchor points (box centres), half the
+    ground truth padded."""
+    e = _empty_inputs(B, N, M)
+    points = boxes(1, N, seed=4)[0]
+    labels = torch.where(e["refs"][..., 0] == PAD, PAD, e["labels"])
+    return e["scores"], e["anchors"], (points[:, :2] + points[:, 2:]) / 2, labels, e["refs"]
+
+
 def _detr_inputs(B: int, N: int, M: int) -> tuple[torch.Tensor, ...]:
     """The optimal matcher's inputs: normalised center boxes, logits, half the ground truth padded."""
     e = _empty_inputs(B, N, M)
@@ -1142,6 +1203,33 @@ DEGENERATE: list[Degenerate] = [
     Degenerate("HungarianMatcher",
         lambda B, N, M: HungarianMatcher(use_focal_loss=False)(*_detr_inputs(B, N, M)),
         lambda B, N, M: [(B, N)]),
+    Degenerate("simota_assign", lambda B, N, M: simota_assign(*_dynamic_k_inputs(B, N, M)),
+        lambda B, N, M: [(B, N)] * 3),
+    Degenerate("SimOTAAssigner", lambda B, N, M: SimOTAAssigner()(*_dynamic_k_inputs(B, N, M)),
+        lambda B, N, M: [(B, N)] * 3),
+    Degenerate("dsl_assign", lambda B, N, M: dsl_assign(*_dynamic_k_inputs(B, N, M, logits=True)),
+        lambda B, N, M: [(B, N)] * 3),
+    Degenerate("DynamicSoftLabelAssigner",
+        lambda B, N, M: DynamicSoftLabelAssigner(topk=3)(*_dynamic_k_inputs(B, N, M, logits=True)),
+        lambda B, N, M: [(B, N)] * 3),
+    Degenerate("atss_assign",
+        lambda B, N, M: atss_assign(boxes(1, N, seed=4)[0], [N], *_assign_gt(B, N, M)),
+        lambda B, N, M: [(B, N)] * 3),
+    Degenerate("ATSSAssigner",
+        lambda B, N, M: ATSSAssigner(topk=2)(boxes(1, N, seed=4)[0], [N // 2, N - N // 2],
+                                             *_assign_gt(B, N, M)),
+        lambda B, N, M: [(B, N)] * 3),
+    Degenerate("max_iou_assign",
+        lambda B, N, M: max_iou_assign(boxes(B, N, seed=4), *_assign_gt(B, N, M), 0.5, 0.4),
+        lambda B, N, M: [(B, N)] * 3),
+    Degenerate("MaxIoUAssigner",
+        lambda B, N, M: MaxIoUAssigner(0.5, (0.1, 0.4))(boxes(1, N, seed=4)[0], *_assign_gt(B, N, M)),
+        lambda B, N, M: [(B, N)] * 3),
+    Degenerate("task_aligned_assign", lambda B, N, M: task_aligned_assign(*_tal_inputs(B, N, M), num_classes=C),
+        lambda B, N, M: [(B, N)] * 3),
+    Degenerate("TaskAlignedAssigner",
+        lambda B, N, M: TaskAlignedAssigner(topk=3, num_classes=C, alpha=0.5)(*_tal_inputs(B, N, M)),
+        lambda B, N, M: [(B, N)] * 3),
     Degenerate("simota_assign", lambda B, N, M: simota_assign(*_dynamic_k_inputs(B, N, M)),
         lambda B, N, M: [(B, N)] * 3),
     Degenerate("SimOTAAssigner", lambda B, N, M: SimOTAAssigner()(*_dynamic_k_inputs(B, N, M)),

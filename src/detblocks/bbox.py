@@ -603,10 +603,18 @@ def _pairwise_iou_of_kind(a: Tensor, b: Tensor, fmt: str, kind: str, eps: float)
     b_terms = _box_terms(*b.to(work).transpose(1, 2).contiguous().unbind(1), kind)  # (B, M) each
     if _native_pairs_apply(a, b, work):
         out = _pairs_native(a_terms, b_terms, kind, eps, out_dtype)
-    else:
-        rows = [t[:, :, None] for t in a_terms]  # (B, N, 1) each
-        cols = [t[:, None, :] for t in b_terms]  # (B, 1, M) each
+        return out.squeeze(0) if single else out
+    rows = [t[:, :, None] for t in a_terms]  # (B, N, 1) each
+    cols = [t[:, None, :] for t in b_terms]  # (B, 1, M) each
+    step = _iou_block_rows(a, b)
+    if step is None:  # one broadcast computation: traceable and differentiable
         out = _iou_pairs(rows, cols, kind, eps, 0.0).to(out_dtype)  # (B, N, M)
+    else:  # eager CPU: blocks of rows whose temporaries stay in cache (3x faster for 16M pairs)
+        n = a.shape[1]
+        out = _alloc.empty_large((max(a.shape[0], b.shape[0]), n, b.shape[1]), out_dtype, a.device)
+        for start in range(0, n, step):
+            block = [t[:, start : start + step] for t in rows]
+            out[:, start : start + step] = _iou_pairs(block, cols, kind, eps, 0.0)
     return out.squeeze(0) if single else out
 
 
