@@ -381,3 +381,21 @@ def test_compile_and_export_equal_eager():
         got = program.module()(anchors, levels, labels, boxes)
         want = module(anchors, levels, labels, boxes)
         assert all(torch.equal(x, y) for x, y in zip(got, want))
+
+
+# ---------------------------------------------------------------- host reads
+def test_no_host_read_on_the_accelerator_path(monkeypatch):
+    """As on CUDA (no CPU-only shortcut, no value checks): every row is a pair, nothing is
+    read back, and the result is the CPU path's."""
+    from test_host_reads import accelerator_path
+
+    anchors, levels = grid_anchors()
+    labels, boxes = ground_truth(14, 3, 7)
+    want = atss_assign(anchors, levels, labels, boxes)
+    monkeypatch.setattr(atss_mod, "_native", None)
+    monkeypatch.setattr(atss_mod, "eager_cpu", lambda *t: False)
+    monkeypatch.setattr(atss_mod, "host_reads_free", lambda *t: False)
+    with accelerator_path(monkeypatch) as reads:
+        got = atss_assign(anchors, levels, labels, boxes)
+    assert not reads, dict(reads)
+    assert all(torch.equal(x, y) for x, y in zip(got, want))

@@ -309,3 +309,18 @@ def test_compile_and_export_equal_eager(config):
     for args in scenes[1:]:
         got = program.module()(*args)
         assert all(torch.equal(x, y) for x, y in zip(got, module(*args)))
+
+
+# ---------------------------------------------------------------- host reads
+@pytest.mark.parametrize("config", ["retinanet", "first-only"])
+def test_no_host_read_on_the_accelerator_path(config, monkeypatch):
+    """As on CUDA (no CPU-only shortcut, no value checks): nothing is read back."""
+    from test_host_reads import accelerator_path
+
+    anchors = anchors_grid()
+    labels, boxes = ground_truth(14, 3, 7)
+    want = max_iou_assign(anchors, labels, boxes, **CONFIGS[config])
+    with accelerator_path(monkeypatch) as reads:
+        got = max_iou_assign(anchors, labels, boxes, **CONFIGS[config])
+    assert not reads, dict(reads)
+    assert all(torch.equal(x, y) for x, y in zip(got, want))

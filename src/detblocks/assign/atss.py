@@ -13,11 +13,12 @@ to the one it overlaps most (the lower row on equal IoU).
 How it is batched
 -----------------
 The work is done per *pair* (image, real ground-truth row), never per padded row: in
-eager mode the real rows are gathered first (one host read per call, the number of real
-rows), so memory and time grow with the real ground truths of the batch, not with
-``B x M``. Under ``torch.compile``/``torch.export`` every row is a pair (static shapes)
-and padding is masked. Per level, the centre distances of a block of pairs to the
-level's anchors are reduced to the candidates at once (blocks of
+eager mode on CPU the real rows are gathered first (one host read per call, the number of
+real rows, which costs nothing there), so memory and time grow with the real ground truths
+of the batch, not with ``B x M``. Under ``torch.compile``/``torch.export``, and on
+accelerators (where a read would make the device wait), every row is a pair (static
+shapes), padding is masked, and nothing is read back. Per level, the centre distances
+of a block of pairs to the level's anchors are reduced to the candidates at once (blocks of
 :data:`CHUNK_ELEMENTS` distances in eager mode); IoU, threshold and inside test only ever
 see the ``(pairs, K)`` candidates, ``K = sum_l min(topk, n_l)``. Conflicts between ground
 truths are scatter reductions of those candidates straight into the ``(B, N)`` outputs.
@@ -36,7 +37,15 @@ import torch
 from torch import Tensor, nn
 
 from detblocks import _alloc, _kernels
-from detblocks._checks import check_boxes, check_in_range, check_number, eager_cpu, shape_str, tracing
+from detblocks._checks import (
+    check_boxes,
+    check_in_range,
+    check_number,
+    eager_cpu,
+    host_reads_free,
+    shape_str,
+    tracing,
+)
 from detblocks.assign._common import BACKGROUND, Assignment, check_ground_truth, real_rows
 
 __all__ = ["atss_assign", "ATSSAssigner"]
@@ -220,8 +229,8 @@ def atss_assign(
     never positive: its distance counts as infinite (it is a candidate only on a level
     with fewer than ``topk`` finite anchors) and its IoU as 0. With a single candidate in
     all (``K = 1``) the standard deviation is undefined and, as in mmdet, nothing is
-    positive. Eager mode reads the number of real ground-truth rows back to the host once
-    per call; the traceable path reads nothing.
+    positive. Eager mode on CPU reads the number of real ground-truth rows back to the host
+    once per call (free there); on accelerators and while tracing nothing is read back.
 
     Example:
         >>> import torch
@@ -252,9 +261,10 @@ def atss_assign(
         zeros = torch.zeros((b, n), dtype=out_dtype, device=dev)
         return Assignment(matches, matches.clone(), zeros)
 
-    # Pairs (image, ground-truth row): the real ones only in eager mode, every row traced.
+    # Pairs (image, ground-truth row): the real ones only in eager mode on CPU, where reading
+    # their number costs nothing; every row while tracing or on an accelerator (no host read).
     valid = real_rows(gt_labels) & torch.isfinite(gt_boxes).all(-1)  # (B, M)
-    if tracing():
+    if not host_reads_free(gt_labels, gt_boxes, anchors):  # traced or on an accelerator: every row
         pair_ok = valid.reshape(-1)
         img = torch.arange(b, device=dev)[:, None].expand(b, m).reshape(-1)
         row = torch.arange(m, device=dev).expand(b, m).reshape(-1)
