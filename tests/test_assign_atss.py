@@ -399,3 +399,32 @@ def test_no_host_read_on_the_accelerator_path(monkeypatch):
         got = atss_assign(anchors, levels, labels, boxes)
     assert not reads, dict(reads)
     assert all(torch.equal(x, y) for x, y in zip(got, want))
+
+
+# ---------------------------------------------------------------- a crowded image
+def test_crowded_image_is_bounded_and_paths_agree(monkeypatch):
+    """One image with 1,500 small objects in a batch of 4 (the others with a few): the
+    PyTorch path never holds more than CHUNK_ELEMENTS distances at once and agrees with
+    the native kernel (when built) exactly."""
+    anchors, levels = grid_anchors(640, 640, strides=(8, 16, 32))
+    g = torch.Generator().manual_seed(15)
+    m = 1500
+    low = torch.rand(4, m, 2, generator=g) * 620
+    boxes = torch.cat([low, low + 6 + torch.rand(4, m, 2, generator=g) * 14], -1)
+    labels = torch.randint(0, 80, (4, m), generator=g)
+    labels[1:, 5:] = -1
+    boxes[1:, 5:] = -1.0
+    default = atss_assign(anchors, levels, labels, boxes)
+    seen = []
+    block = atss_mod._nearest_block
+
+    def recording(acx, acy, gcx, gcy, k):
+        seen.append(gcx.shape[0] * acx.shape[0])
+        return block(acx, acy, gcx, gcy, k)
+
+    monkeypatch.setattr(atss_mod, "_native", None)
+    monkeypatch.setattr(atss_mod, "_nearest_block", recording)
+    plain = atss_assign(anchors, levels, labels, boxes)
+    assert all(torch.equal(x, y) for x, y in zip(default, plain))
+    assert max(seen) <= atss_mod.CHUNK_ELEMENTS
+    assert int((plain.matches[0] >= 0).sum()) > 1000
