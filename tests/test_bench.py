@@ -118,3 +118,36 @@ def test_checks_agree_tolerances():
     assert not bench.checks_agree("ssd_decode", {"kept": 10, "box_sum": 1.0}, {"kept": 11, "box_sum": 1.0})
     assert bench.checks_agree("rpn_targets", {"pos": 100, "neg": 156}, {"pos": 99, "neg": 157})
     assert not bench.checks_agree("iou", {"iou_sum": 1.0}, {})
+
+
+def test_modern_workloads_run_detblocks_alone_without_ultralytics(capsys, monkeypatch):
+    """``--modern``: the assigner workloads run; without ultralytics (hidden here) detblocks
+    runs alone and the output says so; the inputs are seeded and padded with -1 rows."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ultralytics(name, *args, **kwargs):
+        if name.startswith("ultralytics"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ultralytics)
+    first, again = (
+        bench.modern_inputs("tal_crowded", quick=True),
+        bench.modern_inputs("tal_crowded", quick=True),
+    )
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert first["anchor_points"].shape == (8400, 2) and (first["gt_labels"] == -1).any()
+    assert int((first["gt_labels"][0] >= 0).sum()) == bench.MODERN_QUICK["tal_crowded"][3]
+    results = bench.main(["--quick", "--workloads", "", "--no-sweep", "--modern", "tal,tal_crowded"])
+    out = capsys.readouterr().out
+    assert out.count("ultralytics is not installed: detblocks alone") == 2
+    for name in ("tal", "tal_crowded"):
+        assert set(results["modern"][name]["median_ms"]) == {"detblocks"}
+        assert results["modern"][name]["checks"]["detblocks"]["fg"] > 0
+
+
+def test_modern_workloads_reject_unknown_names():
+    with pytest.raises(SystemExit, match="simota"):
+        bench.main(["--quick", "--workloads", "", "--no-sweep", "--modern", "simota"])

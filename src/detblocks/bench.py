@@ -7,6 +7,13 @@ Usage::
     python -m detblocks.bench --workloads iou,ssd_decode --reps 15 --no-sweep
     python -m detblocks.bench --profile        # detblocks time per stage and per aten op
     python -m detblocks.bench --json runs/bench/results.json   # also dump every raw figure
+    python -m detblocks.bench --workloads "" --no-sweep --modern tal,tal_crowded   # today's assigners
+
+``--modern`` runs the assigner workloads of the shared yardstick (``tal``: B=16, M=50, 1-50
+objects; ``tal_crowded``: B=8, M=1500, one image of 1500 small boxes) at 640 px with 8400
+anchor points: detblocks' ``TaskAlignedAssigner`` against ultralytics' where ultralytics is
+installed (same inputs, alternating calls, checks compared); without it detblocks runs
+alone and says so.
 
 Workloads (inputs generated here with fixed seeds; every library gets the same tensors):
 
@@ -96,6 +103,10 @@ __all__ = [
     "peak_memory_mb",
     "sweep",
     "main",
+    "MODERN_WORKLOADS",
+    "modern_inputs",
+    "modern_pipelines",
+    "run_modern",
 ]
 
 #: Base seed of every generated input (each workload adds its index).
@@ -1060,6 +1071,131 @@ def plot_sweep(cells: Sequence[SweepCell], path: Path) -> None:
     plt.close(fig)
 
 
+# ----------------------------------------------------------------------------- today's assigners
+#: The assigner workloads of the shared yardstick this benchmark also runs (SPEC "Beyond
+#: GluonCV"): (B, M, objects per image, crowd) at 640 px, 8400 anchor points, 80 classes.
+MODERN_WORKLOADS = {"tal": (16, 50, (1, 50), 0), "tal_crowded": (8, 1500, (1, 30), 1500)}
+MODERN_QUICK = {"tal": (2, 8, (1, 8), 0), "tal_crowded": (2, 200, (1, 8), 200)}
+
+
+def modern_inputs(name: str, quick: bool = False) -> dict[str, Tensor]:
+    """YOLOv8 training-step inputs at 640 px: ``make_anchors`` points (strides 8/16/32),
+    ground truth padded with -1 rows (``tal_crowded``: one image holds a shelf grid of small
+    boxes), predictions that copy a ground truth near it with some noise, sigmoid scores."""
+    batch, m, (lo, hi), crowd = (MODERN_QUICK if quick else MODERN_WORKLOADS)[name]
+    gen = torch.Generator().manual_seed(SEED + 100 + list(MODERN_WORKLOADS).index(name))
+    points = []
+    for stride in (8, 16, 32):
+        ys, xs = torch.meshgrid(torch.arange(640 // stride), torch.arange(640 // stride), indexing="ij")
+        points.append(torch.stack([(xs + 0.5) * stride, (ys + 0.5) * stride], -1).reshape(-1, 2).float())
+    anchor_points = torch.cat(points)
+    n = anchor_points.shape[0]
+    gt_boxes = torch.full((batch, m, 4), -1.0)
+    gt_labels = torch.full((batch, m), -1, dtype=torch.int64)
+    for b in range(batch):
+        if crowd and b == 0:
+            cols = 50
+            grid = torch.stack([torch.arange(crowd) % cols * 12.8, torch.arange(crowd) // cols * 21.3], -1)
+            xy = grid + torch.rand(crowd, 2, generator=gen)
+            wh = torch.rand(crowd, 2, generator=gen) * torch.tensor([5.0, 8.0]) + torch.tensor([8.0, 13.0])
+            count = crowd
+        else:
+            count = int(torch.randint(lo, hi + 1, (1,), generator=gen))
+            wh = torch.rand(count, 2, generator=gen) * 250 + 10
+            xy = torch.rand(count, 2, generator=gen) * (640 - wh)
+        gt_boxes[b, :count] = torch.cat([xy, xy + wh], -1)
+        gt_labels[b, :count] = torch.randint(0, 80, (count,), generator=gen)
+    # each point predicts a jittered copy of the ground truth whose centre is nearest
+    centres = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2
+    dist = torch.cdist(anchor_points.expand(batch, -1, -1), centres).masked_fill(
+        (gt_labels < 0)[:, None], 1e9
+    )
+    near = gt_boxes.gather(1, dist.argmin(-1)[..., None].expand(-1, -1, 4))
+    size = (near[..., 2:] - near[..., :2]).repeat(1, 1, 2)
+    pred_boxes = near + torch.randn(batch, n, 4, generator=gen) * 0.1 * size
+    pred_boxes = torch.cat(
+        [pred_boxes[..., :2], torch.maximum(pred_boxes[..., 2:], pred_boxes[..., :2] + 1)], -1
+    )
+    logits = torch.randn(batch, n, 80, generator=gen) - 5
+    logits.scatter_add_(
+        2, gt_labels.gather(1, dist.argmin(-1)).clamp(min=0)[..., None], torch.full((batch, n, 1), 6.0)
+    )
+    return {
+        "pred_scores": torch.sigmoid(logits),
+        "pred_boxes": pred_boxes,
+        "anchor_points": anchor_points,
+        "gt_labels": gt_labels,
+        "gt_boxes": gt_boxes,
+    }
+
+
+def modern_pipelines(name: str, inputs: dict[str, Tensor]) -> dict[str, Callable[[], dict[str, float]]]:
+    """detblocks' ``TaskAlignedAssigner`` (and its ``(B, N, C)`` score targets), and
+    ultralytics' own where it is installed, called as ``v8DetectionLoss`` calls it
+    (``gt_labels (B, M, 1)`` float, zero-padded boxes, ``mask_gt``)."""
+    from detblocks.assign import TaskAlignedAssigner
+
+    args = (inputs["pred_scores"], inputs["pred_boxes"], inputs["anchor_points"])
+    labels, boxes = inputs["gt_labels"], inputs["gt_boxes"]
+    hyper = dict(topk=10, num_classes=80, alpha=0.5, beta=6.0)
+    tal = TaskAlignedAssigner(**hyper, stride=(8, 16, 32))
+
+    def run_detblocks() -> dict[str, float]:
+        a = tal(*args, labels, boxes)
+        return {
+            "fg": float((a.matches >= 0).sum()),
+            "target_scores": float(a.score_targets(80).double().sum()),
+        }
+
+    pipelines: dict[str, Callable[[], dict[str, float]]] = {"detblocks": run_detblocks}
+    try:
+        from ultralytics.utils.tal import TaskAlignedAssigner as Reference
+    except ImportError:
+        return pipelines
+    reference = Reference(**hyper, stride=[8, 16, 32])
+    mask = (labels >= 0)[..., None]
+    ref_labels = labels.clamp(min=0)[..., None].float()
+    ref_boxes = torch.where(mask, boxes, torch.zeros((), dtype=boxes.dtype))
+
+    def run_ultralytics() -> dict[str, float]:
+        out = reference(*args, ref_labels, ref_boxes, mask.float())
+        return {"fg": float(out[3].sum()), "target_scores": float(out[2].double().sum())}
+
+    pipelines["ultralytics"] = run_ultralytics
+    return pipelines
+
+
+def run_modern(names: Sequence[str], quick: bool = False, reps: int = 5) -> dict[str, dict[str, Any]]:
+    """Time each modern workload for detblocks, and for ultralytics where it is installed
+    (alternating calls); print median milliseconds, the ratio and the checks. Without
+    ultralytics, detblocks runs alone and the table says so."""
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        pipelines = modern_pipelines(name, modern_inputs(name, quick))
+        times: dict[str, list[float]] = {lib: [] for lib in pipelines}
+        checks = {lib: fn() for lib, fn in pipelines.items()}  # warm-up
+        for _ in range(reps):
+            for lib, fn in pipelines.items():
+                start = time.perf_counter()
+                fn()
+                times[lib].append((time.perf_counter() - start) * 1e3)
+        med = {lib: statistics.median(t) for lib, t in times.items()}
+        results[name] = {"median_ms": med, "checks": checks}
+        ref = med.get("ultralytics")
+        line = f"  {name}: detblocks {med['detblocks']:.1f} ms"
+        if ref is None:
+            line += " (ultralytics is not installed: detblocks alone)"
+        else:
+            same = checks["ultralytics"]["fg"] == checks["detblocks"]["fg"] and math.isclose(
+                checks["ultralytics"]["target_scores"], checks["detblocks"]["target_scores"], rel_tol=1e-5
+            )
+            line += f", ultralytics {ref:.1f} ms, ratio {med['detblocks'] / ref:.3f}"
+            line += ", same assignment" if same else f", checks differ: {checks}"
+        mine = checks["detblocks"]
+        print(line + f"; fg {mine['fg']:.0f}, target scores {mine['target_scores']:.3f}")
+    return results
+
+
 # ----------------------------------------------------------------------------- report
 def _fmt(x: float | None, nd: int = 1) -> str:
     return "-" if x is None else f"{x:.{nd}f}"
@@ -1137,6 +1273,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="peak memory per cell, one subprocess each (default on; off with --quick)",
+    )
+    ap.add_argument(
+        "--modern",
+        default="",
+        help="comma-separated assigner workloads (tal, tal_crowded) against ultralytics where installed",
     )
     ap.add_argument("--profile", action="store_true", help="per-stage top aten ops and matcher/encoder parts")
     ap.add_argument("--out", type=Path, default=DEFAULT_PLOT, help="sweep plot PNG (default %(default)s)")
@@ -1325,6 +1466,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {"versions": versions, "args": {k: str(v) for k, v in vars(args).items()}}
     if args.workloads:
         results |= _run_workloads(args, sizes, device)
+    modern = [w.strip() for w in args.modern.split(",") if w.strip()]
+    if modern:
+        unknown = sorted(set(modern) - set(MODERN_WORKLOADS))
+        if unknown:
+            raise SystemExit(f"--modern takes {sorted(MODERN_WORKLOADS)}, got {unknown}")
+        print("\ntoday's assigners (median ms per call; ratio = detblocks / ultralytics):")
+        results["modern"] = run_modern(modern, args.quick, args.reps)
     if args.sweep:
         results |= _run_sweep(args, device)
     if args.json:
