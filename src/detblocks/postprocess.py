@@ -58,8 +58,8 @@ _HALF_DTYPES = (torch.float16, torch.bfloat16)
 EMPTY = -1.0
 
 # The eager CPU path of ssd_detection_output takes the softmax of this many class scores
-# at a time (about 16 MiB of float32): a few images of an SSD300 COCO batch.
-_SOFTMAX_CHUNK_ELEMENTS = 1 << 22
+# at a time (32 MiB of float32): 11 images of an SSD300 COCO batch.
+_SOFTMAX_CHUNK_ELEMENTS = 1 << 23
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -100,6 +100,64 @@ def _suppression(corner: Tensor, area: Tensor, thresh: float, ids: Tensor | None
     if ids is not None:
         sup = sup & (ids.unsqueeze(2) == ids.unsqueeze(1))
     return sup
+
+
+def _nms_keep(corner: Tensor, area: Tensor, thresh: float, ids: Tensor | None, valid: Tensor) -> Tensor:
+    """Greedy NMS of candidates in score order: ``keep (B, T)`` bool.
+
+    ``corner (B, T, 4)``, ``area (B, T)``, ``ids (B, T)`` or ``None`` as :func:`_suppression`
+    takes them; ``valid (B, T)`` marks the candidates that take part. Eagerly on CPU only
+    the pairs of valid candidates with equal ids are compared (:func:`_greedy_keep_pairs`);
+    otherwise the whole ``(T, T)`` matrix. Both give the same result, bit for bit.
+    """
+    if _checks.eager_cpu(corner, area, valid):
+        return _greedy_keep_pairs(corner, area, thresh, ids, valid)
+    return _greedy_keep(_suppression(corner, area, thresh, ids), valid)
+
+
+def _greedy_keep_pairs(
+    corner: Tensor, area: Tensor, thresh: float, ids: Tensor | None, valid: Tensor
+) -> Tensor:
+    """:func:`_greedy_keep` of :func:`_suppression` computed on the pairs that can suppress
+    at all: valid candidates of one image with equal ids (a few per class in a detector's
+    top 400). Same overlap formula, element by element, and the same fixed point."""
+    b, t = valid.shape
+    img, pos = valid.nonzero(as_tuple=True)  # (M,), by image, then score order
+    if ids is not None:  # group by (image, id), score order kept within a group
+        order = ids[img, pos].argsort(stable=True)
+        order = order[img[order].argsort(stable=True)]
+        img, pos = img[order], pos[order]
+        gid = ids[img, pos]
+        new_group = (img[1:] != img[:-1]) | (gid[1:] != gid[:-1])  # NaN ids stand alone
+    else:
+        new_group = img[1:] != img[:-1]
+    m = img.shape[0]
+    starts = torch.cat([torch.ones(min(m, 1), dtype=torch.bool), new_group])  # (M,)
+    group = starts.cumsum(0) - 1
+    group_end = torch.zeros(int(starts.sum()), dtype=torch.int64).index_put_(
+        (group,), torch.arange(1, m + 1), accumulate=False
+    )  # end (exclusive) of each group: its last member's index + 1
+    counts = group_end[group] - torch.arange(m) - 1  # later members of the same group
+    first = torch.repeat_interleave(torch.arange(m), counts)  # (P,)
+    offset = torch.arange(first.shape[0]) - (counts.cumsum(0) - counts)[first]
+    second = first + 1 + offset  # (P,), after `first` in score order
+    bi, pi, pj = img[first], pos[first], pos[second]
+    x1, y1, x2, y2 = corner[bi, pj].unbind(-1)  # j, the later one
+    u1, v1, u2, v2 = corner[bi, pi].unbind(-1)  # i, the earlier one
+    w = (torch.minimum(x2, u2) - torch.maximum(x1, u1)).clamp(min=0)
+    h = (torch.minimum(y2, v2) - torch.maximum(y1, v1)).clamp(min=0)
+    inter = w * h
+    hit = inter / ((area[bi, pi] + area[bi, pj]) - inter) > thresh
+    src, dst = (bi * t + pi)[hit], (bi * t + pj)[hit]
+    valid_flat = valid.reshape(-1)
+    keep = valid_flat
+    for _ in range(t + 1):  # converges in at most T rounds
+        suppressed = torch.zeros(b * t, dtype=torch.int32).index_add_(0, dst, keep[src].to(torch.int32))
+        new = valid_flat & (suppressed == 0)
+        if torch.equal(new, keep):
+            break
+        keep = new
+    return keep.reshape(b, t)
 
 
 def _greedy_keep(suppress: Tensor, valid: Tensor) -> Tensor:
@@ -254,7 +312,7 @@ def box_nms(
     boxes = rows[..., coord_start : coord_start + 4].to(work)  # (B, T, 4)
     corner, area = _corner_and_area(boxes, in_fmt)
     ids = rows[..., id_index] if id_index >= 0 and not force_suppress else None
-    keep = _greedy_keep(_suppression(corner, area, overlap_thresh, ids), valid)  # (B, T)
+    keep = _nms_keep(corner, area, overlap_thresh, ids, valid)  # (B, T)
 
     if in_fmt != out_fmt:
         boxes = _convert(boxes, corner, out_fmt)
@@ -383,6 +441,11 @@ def _stable_topk(key: Tensor, rank: Tensor, k: int) -> tuple[Tensor, Tensor]:
     slot = torch.arange(k, device=key.device)
     pos = torch.where(slot < above, pos_top, pos_tie.gather(1, (slot - above).clamp(min=0)))  # (B, k)
     val, rk = key.gather(1, pos), rank.gather(1, pos)
+    if not _checks.tracing():  # eagerly, the same order by three sorts of unique or stable keys
+        order = pos.argsort(dim=1)
+        order = order.gather(1, rk.gather(1, order).argsort(dim=1, stable=True))
+        order = order.gather(1, val.gather(1, order).argsort(dim=1, descending=True, stable=True))
+        return val.gather(1, order), rk.gather(1, order)
     # Final place of each: how many of the others come before it.
     vi, vj = val.unsqueeze(2), val.unsqueeze(1)  # (B, k, 1) this one, (B, 1, k) another
     ri, rj = rk.unsqueeze(2), rk.unsqueeze(1)
@@ -413,15 +476,18 @@ def _entries_compact(cls_preds: Tensor, work: torch.dtype, thresh: float, k: int
     b, n, c1 = cls_preds.shape
     c = c1 - 1
     step = max(1, _SOFTMAX_CHUNK_ELEMENTS // max(1, n * c1))
-    vals, imgs, ranks = [cls_preds.new_empty(0, dtype=work)], [torch.zeros(0, dtype=torch.int64)], []
-    ranks.append(torch.zeros(0, dtype=torch.int64))
+    vals, flats = [cls_preds.new_empty(0, dtype=work)], [torch.zeros(0, dtype=torch.int64)]
     for b0 in range(0, b, step):
-        fg = torch.softmax(cls_preds[b0 : b0 + step].to(work), dim=-1)[..., 1:]  # (b', N, C)
-        i, a, j = (fg > thresh).nonzero(as_tuple=True)
-        vals.append(fg[i, a, j])
-        imgs.append(i + b0)
-        ranks.append(j * n + a)
-    val, img, rank = torch.cat(vals), torch.cat(imgs), torch.cat(ranks)
+        prob = torch.softmax(cls_preds[b0 : b0 + step].to(work), dim=-1)  # (b', N, C + 1)
+        hit = prob > thresh
+        hit[..., 0] = False  # background
+        flat = hit.view(-1).nonzero().squeeze(1)  # (i * N + a) * (C + 1) + j + 1
+        vals.append(prob.view(-1)[flat])
+        flats.append(flat.add_(b0 * n * c1))
+    val, flat = torch.cat(vals), torch.cat(flats)
+    cell, j = flat.div(c1, rounding_mode="floor"), flat.remainder(c1).sub_(1)  # cell = i * N + a
+    img = cell.div(n, rounding_mode="floor")
+    rank = j.mul_(n).add_(cell.sub_(img * n))  # class-major index c * N + n
     counts = torch.bincount(img, minlength=b)  # (B,)
     width = max(int(counts.max()) if b else 0, k)
     col = torch.arange(val.shape[0]) - (counts.cumsum(0) - counts)[img]
@@ -533,7 +599,7 @@ def ssd_detection_output(
     anc = anchors.expand(b, -1, -1).gather(1, pick)
     boxes = decode_boxes(preds, anc, stds, (0.0, 0.0, 0.0, 0.0))  # (B, k, 4) corner, promoted dtype
     corner, area = _corner_and_area(boxes.to(work), "corner")
-    keep = _greedy_keep(_suppression(corner, area, nms_thresh, cls), valid)  # (B, k)
+    keep = _nms_keep(corner, area, nms_thresh, cls, valid)  # (B, k)
 
     rows = torch.cat([cls.unsqueeze(-1).to(work), score.unsqueeze(-1), boxes.to(work)], dim=-1)  # (B, k, 6)
     rows = torch.where(keep.unsqueeze(-1), rows, EMPTY).to(out_dtype)
