@@ -458,6 +458,7 @@ def memory_bound_kb(pairs: int, anchors: int) -> float:
     return 16 * 1024 + 128 * (pairs + anchors) / 1024
 
 
+@pytest.mark.cpu_only("measures the resident set of a CPU process")
 def test_crowded_image_memory_is_bounded():
     """In a fresh process: the eager path on the crowded workload (B=8, M=1500, N=8400)
     adds to the peak resident size no more than :func:`memory_bound_kb` of its candidate
