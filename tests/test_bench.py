@@ -28,6 +28,7 @@ TINY = {
     "rpn_targets": replace(bench.FULL_SIZES["rpn_targets"], image=(160, 256)),
     "ssd_decode": replace(bench.FULL_SIZES["ssd_decode"], batch=2),
     "iou": replace(bench.FULL_SIZES["iou"], batch=2, anchors=500, refs=20),
+    "ssd_detect": replace(bench.FULL_SIZES["ssd_detect"], batch=2),
 }
 
 NUMBER = r"[0-9]+(?:\.[0-9]+)?"

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m detblocks.bench                  # four workloads, peak memory, scaling sweep
+    python -m detblocks.bench                  # five workloads, peak memory, scaling sweep
     python -m detblocks.bench --quick          # small sizes, one timed call each: a smoke run
     python -m detblocks.bench --workloads iou,ssd_decode --reps 15 --no-sweep
     python -m detblocks.bench --profile        # detblocks time per stage and per aten op
@@ -31,6 +31,8 @@ workload        shapes                                        detblocks pipeline
 ``ssd_decode``  B=32, N=8732, C=81 softmax scores + deltas    NormalizedBoxCenterDecoder +
                                                               MultiPerClassDecoder(81, thresh=0.01)
 ``iou``         B=8, N=20000, M=100                           BBoxBatchIOU
+``ssd_detect``  B=32, N=8732, C=81 logits + deltas            SSDDetectionOutput(80): softmax, decoders,
+                                                              NMS (0.45) over the top 400, 100 kept
 ==============  ============================================  =============================================
 
 The torchvision side does the same jobs the way torchvision's own SSD and RPN code do
@@ -112,11 +114,15 @@ __all__ = [
 #: Base seed of every generated input (each workload adds its index).
 SEED = 1234
 
-#: The four workloads, in the order they are run and printed.
-WORKLOADS = ("ssd_targets", "rpn_targets", "ssd_decode", "iou")
+#: The five workloads, in the order they are run and printed.
+WORKLOADS = ("ssd_targets", "rpn_targets", "ssd_decode", "iou", "ssd_detect")
 
 #: Project goal for each workload: detblocks time / torchvision time at or below this.
-TARGET_RATIO = {"ssd_targets": 0.5, "rpn_targets": 0.5, "ssd_decode": 0.33, "iou": 0.33}
+TARGET_RATIO = {"ssd_targets": 0.5, "rpn_targets": 0.5, "ssd_decode": 0.33, "iou": 0.33, "ssd_detect": 0.1}
+
+#: SSD300's inference tail (GluonCV's and torchvision's defaults): NMS threshold, entries
+#: that take part, detections kept per image.
+SSD_DETECT = {"nms_thresh": 0.45, "nms_topk": 400, "post_nms": 100}
 
 #: SSD box-coder weights: torchvision's ``BoxCoder(weights=(10, 10, 5, 5))`` is GluonCV's
 #: ``stds=(0.1, 0.1, 0.2, 0.2)``.
@@ -162,6 +168,7 @@ FULL_SIZES: dict[str, WorkloadSize] = {
     "rpn_targets": WorkloadSize(batch=2, refs=100, real_refs=(5, 60), image=(800, 1216)),
     "ssd_decode": WorkloadSize(batch=32, classes=81, image=(300, 300)),
     "iou": WorkloadSize(batch=8, refs=100, image=(1000, 1000), anchors=20000),
+    "ssd_detect": WorkloadSize(batch=32, classes=81, image=(300, 300)),
 }
 
 #: Small sizes for ``--quick``: same layouts, a fraction of the work.
@@ -170,6 +177,7 @@ QUICK_SIZES: dict[str, WorkloadSize] = {
     "rpn_targets": replace(FULL_SIZES["rpn_targets"], image=(320, 480)),
     "ssd_decode": replace(FULL_SIZES["ssd_decode"], batch=4),
     "iou": replace(FULL_SIZES["iou"], batch=2, anchors=2000),
+    "ssd_detect": replace(FULL_SIZES["ssd_detect"], batch=4),
 }
 
 
@@ -294,7 +302,9 @@ def make_inputs(name: str, size: WorkloadSize, device: torch.device | str = "cpu
     - ``ssd_decode``: ``anchors_center`` / ``anchors`` (N, 4), ``box_preds`` (B, N, 4),
       ``scores`` (B, N, C) softmax with a dominant background (about 2% of foreground
       scores above 0.01, like a trained detector);
-    - ``iou``: ``a`` (B, N, 4), ``b`` (B, M, 4) corner boxes in a 1000x1000 image.
+    - ``iou``: ``a`` (B, N, 4), ``b`` (B, M, 4) corner boxes in a 1000x1000 image;
+    - ``ssd_detect``: as ``ssd_decode`` with the logits ``cls_preds`` (B, N, C) instead of the
+      scores.
     """
     if name not in WORKLOADS:
         raise ValueError(f"workload must be one of {WORKLOADS}, got {name!r}")
@@ -320,6 +330,15 @@ def make_inputs(name: str, size: WorkloadSize, device: torch.device | str = "cpu
             box_preds=torch.randn(B, N, 4, generator=gen),
             scores=logits.softmax(dim=-1),
         )
+    elif name == "ssd_detect":
+        anchors = ssd300_anchors()
+        N = anchors.shape[0]
+        logits = 2.0 * torch.randn(B, N, C, generator=gen)
+        logits[..., 0] += 10.0  # background dominates: about 1.8% of foreground scores above 0.01
+        box_preds = torch.randn(B, N, 4, generator=gen)
+        out = dict(
+            anchors_center=anchors, anchors=center_to_corner(anchors), box_preds=box_preds, cls_preds=logits
+        )
     else:
         a = torch.stack([random_boxes(gen, size.anchors, size.image, 8.0, 512.0) for _ in range(B)])
         b = torch.stack([random_boxes(gen, size.refs, size.image, 16.0, 512.0) for _ in range(B)])
@@ -333,8 +352,8 @@ def describe(name: str, inputs: dict[str, Tensor]) -> str:
     if name == "iou":
         (B, N, _), M = inputs["a"].shape, inputs["b"].shape[1]
         return f"B={B} N={N} M={M}"
-    if name == "ssd_decode":
-        B, N, C = inputs["scores"].shape
+    if name in ("ssd_decode", "ssd_detect"):
+        B, N, C = inputs["scores" if name == "ssd_decode" else "cls_preds"].shape
         return f"B={B} N={N} C={C}"
     B, M = inputs["gt_boxes"].shape[:2]
     text = f"B={B} N={inputs['anchors'].shape[0]} M={M}"
@@ -354,6 +373,9 @@ def min_bytes(name: str, inputs: dict[str, Tensor]) -> int:
     if name == "ssd_decode":
         B, N, C = inputs["scores"].shape
         return B * N * 4 * f + N * 4 * f + B * N * C * f + B * N * 4 * f + B * N * (C - 1) * (i + f)
+    if name == "ssd_detect":  # logits, deltas, anchors -> ids, scores, boxes of 100 rows
+        B, N, C = inputs["cls_preds"].shape
+        return B * N * C * f + B * N * 4 * f + N * 4 * f + B * SSD_DETECT["post_nms"] * 6 * f
     B, M = inputs["gt_boxes"].shape[:2]
     N = inputs["anchors"].shape[0]
     read = N * 4 * f + B * M * 4 * f
@@ -417,7 +439,9 @@ def torchvision_pipeline(name: str, inputs: dict[str, Tensor]) -> Pipeline:
     ``compute_loss`` (``Matcher(0.7, 0.3, allow_low_quality_matches=True)``,
     ``BoxCoder((1, 1, 1, 1))``, ``BalancedPositiveNegativeSampler(256, 0.5)``);
     ``ssd_decode`` follows ``SSD.postprocess_detections`` up to the score threshold
-    (0.01), without top-k and NMS; ``iou`` is ``box_iou`` per image.
+    (0.01), without top-k and NMS; ``iou`` is ``box_iou`` per image; ``ssd_detect`` is
+    ``SSD.postprocess_detections`` whole (per image: softmax scores, per class the top 400
+    above 0.01, ``batched_nms`` at 0.45, the first 100).
     """
     from torchvision.models.detection import _utils as det_utils
     from torchvision.ops import box_iou
@@ -526,6 +550,40 @@ def torchvision_pipeline(name: str, inputs: dict[str, Tensor]) -> Pipeline:
             return {"iou_sum": float(sum(x.double().sum() for x in s["ious"]))}
 
         return Pipeline("torchvision", [("iou", iou)], summary)
+
+    if name == "ssd_detect":
+        from torchvision.ops import batched_nms
+
+        anchors, box_preds, logits = inputs["anchors"], inputs["box_preds"], inputs["cls_preds"]
+        coder = det_utils.BoxCoder(weights=tuple(1.0 / s for s in SSD_STDS))
+        topk, iou_thresh, post = SSD_DETECT["nms_topk"], SSD_DETECT["nms_thresh"], SSD_DETECT["post_nms"]
+
+        def detect(s: State) -> None:  # SSD.postprocess_detections
+            out = []
+            for boxes, sc in zip(box_preds, F.softmax(logits, dim=-1)):
+                boxes = coder.decode_single(boxes, anchors)
+                img_boxes, img_scores, img_labels = [], [], []
+                for label in range(1, sc.shape[-1]):
+                    score = sc[:, label]
+                    keep = score > 0.01
+                    score, box = score[keep], boxes[keep]
+                    score, idxs = score.topk(min(topk, score.size(0)))
+                    img_boxes.append(box[idxs])
+                    img_scores.append(score)
+                    img_labels.append(torch.full_like(idxs, label))
+                b, sco, lab = torch.cat(img_boxes), torch.cat(img_scores), torch.cat(img_labels)
+                keep = batched_nms(b, sco, lab, iou_thresh)[:post]
+                out.append((b[keep], sco[keep], lab[keep]))
+            s["detections"] = out
+
+        def summary(s: State) -> dict[str, float]:
+            dets = s["detections"]
+            return {
+                "kept": sum(len(sc) for _, sc, _ in dets),
+                "score_sum": float(sum(sc.sum() for _, sc, _ in dets)),
+            }
+
+        return Pipeline("torchvision", [("postprocess", detect)], summary)
     raise ValueError(f"workload must be one of {WORKLOADS}, got {name!r}")
 
 
@@ -535,7 +593,7 @@ def detblocks_pipeline(name: str, inputs: dict[str, Tensor]) -> Pipeline:
     Anchors are given as a materialised (B, N, 4) tensor, as the encoder's
     ``anchors (B, N, 4)`` contract reads.
     """
-    from detblocks import bbox, coder, matcher, sampler
+    from detblocks import bbox, coder, matcher, postprocess, sampler
 
     if name == "ssd_targets":
         gt, ids, logits = inputs["gt_boxes"], inputs["gt_ids"], inputs["logits"]
@@ -638,6 +696,20 @@ def detblocks_pipeline(name: str, inputs: dict[str, Tensor]) -> Pipeline:
             return {"iou_sum": float(s["ious"].double().sum())}
 
         return Pipeline("detblocks", [("iou", s_iou)], summary)
+
+    if name == "ssd_detect":
+        anchors = inputs["anchors_center"][None]  # (1, N, 4) center
+        box_preds, logits = inputs["box_preds"], inputs["cls_preds"]
+        tail = postprocess.SSDDetectionOutput(logits.shape[-1] - 1, stds=SSD_STDS, **SSD_DETECT)
+
+        def s_detect(s: State) -> None:
+            s["ids"], s["scores"], s["boxes"] = tail(logits, box_preds, anchors)  # (B, 100, 1|1|4)
+
+        def summary(s: State) -> dict[str, float]:
+            kept = s["ids"] >= 0
+            return {"kept": int(kept.sum()), "score_sum": float(s["scores"][kept].sum())}
+
+        return Pipeline("detblocks", [("SSDDetectionOutput", s_detect)], summary)
     raise ValueError(f"workload must be one of {WORKLOADS}, got {name!r}")
 
 
@@ -656,6 +728,7 @@ CHECK_RTOL = {
     "rpn_targets": {"pos": 0.1, "neg": 0.1},
     "ssd_decode": {"kept": 0.0, "box_sum": 1e-5},
     "iou": {"iou_sum": 1e-5},
+    "ssd_detect": {"kept": 0.0, "score_sum": 1e-5},
 }
 
 
