@@ -529,7 +529,7 @@ class TaskAlignedAssigner(nn.Module):
 
     Forward: ``(pred_scores (Tensor[B, N, C]), pred_boxes (Tensor[B, N, 4]), anchor_points
     (Tensor[N, 2]), gt_labels (Tensor[B, M]), gt_boxes (Tensor[B, M, 4]))`` ->
-    :class:`~detblocks.assign.Assignment`.
+    ``Assignment``.
 
     Example:
         >>> tal = TaskAlignedAssigner(topk=10, num_classes=80, alpha=0.5, beta=6.0)  # YOLOv8
