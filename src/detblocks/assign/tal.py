@@ -22,10 +22,10 @@ Reproduces ultralytics 8.4.190, ``ultralytics/utils/tal.py``, ``TaskAlignedAssig
    truth's final positives: ultralytics' normalised ``target_scores``, so
    ``Assignment.score_targets(num_classes)`` equals them.
 
-Two paths give bit-identical results for float32 and lower-precision inputs (tested;
-in float64 the transcendental functions may differ in the last bit): a dense ``(B, M, N)`` one with static
-shapes, taken under ``torch.compile``/``torch.export``, and in eager mode a sparse one
-whose work and memory follow the real candidate pairs, not ``B x M x N``. The sparse path
+Two paths give bit-identical results for float32 and lower-precision inputs (tested; in
+float64 the transcendental functions may differ in the last bit): a dense ``(B, M, N)``
+one with static shapes, taken under ``torch.compile``/``torch.export``, and in eager mode
+a sparse one whose work and memory follow the real candidate pairs, not ``B x M x N``. The sparse path
 finds each ground truth's candidates without a dense inside test: it splits the anchor
 points into *rows* (runs of equal ``y`` and non-decreasing ``x``, which is how
 ``make_anchors`` lays them out; any other layout still works, with shorter rows), tests
@@ -33,7 +33,7 @@ points into *rows* (runs of equal ``y`` and non-decreasing ``x``, which is how
 pairs of each ground truth with one sort of packed ``(gt, -metric)`` keys and resolves
 conflicts with scatter reductions over anchors.
 
-Deviations, both where ultralytics' result is not a choice but an accident:
+Deviations, where ultralytics' result is an accident rather than a choice:
 
 - A prediction that is not finite (box, score, CIoU or metric) is never a candidate
   (ultralytics ranks a NaN metric first).
