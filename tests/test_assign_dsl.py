@@ -177,13 +177,15 @@ def test_compiled_equals_eager():
     torch._dynamo.reset()
 
 
-def test_crowded_image_memory_grows_with_its_candidates():
+def test_crowded_image_memory_grows_with_its_candidates(monkeypatch):
     """One image with 150 objects among images with one: no tensor the eager path creates
-    is a quarter of one float32 (B, M, N) tensor; the result equals the reference."""
+    is an eighth of one float32 (B, M, N) tensor (blocks of 16K pairs); the result equals
+    the reference."""
     priors, logits, boxes, gt_labels, gt_boxes = crowded_scene(logits=True)
+    monkeypatch.setattr(_dynamic_k, "CHUNK_ELEMENTS", 1 << 14)  # blocks of 16K pairs
     with LargestTensor() as mode:
         a = dsl_assign(priors, logits, boxes, gt_labels, gt_boxes)
     dense = 8 * 150 * priors.shape[0] * 4
-    assert mode.largest < dense / 4, (mode.largest, dense)
+    assert mode.largest < dense / 8, (mode.largest, dense)
     assert (a.matches[0] >= 0).sum() > 50
     check(a, *dsl_reference(priors, logits, boxes, gt_labels, gt_boxes), gt_labels)

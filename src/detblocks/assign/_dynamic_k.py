@@ -135,6 +135,25 @@ def candidate_columns(region: Tensor) -> Columns:
     return Columns(prior, ok, img, slot, prior_k, None)
 
 
+def per_candidate(
+    cols: Columns, scores: Tensor, fn: Callable[[Tensor], tuple[Tensor, Tensor]]
+) -> tuple[Tensor, Tensor]:
+    """``fn`` over the float32 class scores of the candidates, ``(Tensor[K_block, C])`` ->
+    two ``Tensor[K_block]``, in blocks of :data:`CHUNK_ELEMENTS` scores in eager mode
+    (``fn`` may work in place); returns the two ``Tensor[K]``."""
+    b, n, c = scores.shape
+    flat = cols.img * n + cols.prior_k  # (K,)
+    table = scores.reshape(b * n, c)
+    k = flat.shape[0]
+    step = k if tracing() else max(1, CHUNK_ELEMENTS // max(c, 1))
+    parts = [
+        fn(table.index_select(0, flat[i : i + step]).to(torch.float32)) for i in range(0, max(k, 1), step)
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
 def scatter_columns(cols: Columns, values: Tensor, fill: float) -> Tensor:
     """``Tensor[B, L]`` of the per-candidate ``values (Tensor[K])``, ``fill`` elsewhere."""
     b, width = cols.prior.shape
@@ -164,7 +183,14 @@ def _smallest(keys: Tensor, k: int, largest: bool = False) -> tuple[Tensor, Tens
 PairFn = Callable[[slice], tuple[Tensor, Tensor]]
 
 
-def dynamic_k_match(rows: Rows, cols: Columns, pair_costs: PairFn, topk: int) -> Tensor:
+def dynamic_k_match(
+    rows: Rows,
+    cols: Columns,
+    pair_costs: PairFn,
+    topk: int,
+    floor: float | None = None,
+    recheck: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
     """Dynamic-k matching: ``Tensor[B, L]`` int64, the ground-truth row each candidate
     column goes to, ``-1`` for none.
 
@@ -175,6 +201,12 @@ def dynamic_k_match(rows: Rows, cols: Columns, pair_costs: PairFn, topk: int) ->
     ``topk``'s output), then the ``k`` lowest costs (lower prior on ties). A column picked
     by several rows goes to the lowest cost over every row of its image (lower row on
     ties), one picked once to its picker.
+
+    Eager fast paths may leave costs they can prove irrelevant uncomputed, as ``floor``:
+    a value below every true cost it stands for and above every cost a row's selection
+    can reach. A column picked several times whose lowest cost is such a ``floor`` gets
+    its exact key ``cost bits << 32 | row`` from ``recheck(flat columns)`` (one host
+    read per call).
     """
     b, width = cols.prior.shape
     dev = cols.prior.device
@@ -207,7 +239,13 @@ def dynamic_k_match(rows: Rows, cols: Columns, pair_costs: PairFn, topk: int) ->
     count = torch.zeros(b * width, dtype=torch.int32, device=dev).index_add_(0, at, chosen.to(torch.int32))
     single = torch.full((b * width,), -1, dtype=torch.int64, device=dev)
     single = single.scatter_reduce(0, at, picker, "amax")
-    cheapest = (best.reshape(-1) & _LOW32).to(torch.int64)
+    best = best.reshape(-1)
+    if floor is not None and recheck is not None and not tracing():
+        stand_in = cost_bits(torch.tensor(floor, dtype=torch.float32, device=dev)) << 32
+        need = ((count > 1) & ((best & ~_LOW32) == stand_in)).nonzero().squeeze(1)  # host read
+        if need.numel():
+            best = best.index_put((need,), recheck(need))
+    cheapest = (best & _LOW32).to(torch.int64)
     owner = torch.where(count > 1, cheapest, single)
     return owner.view(b, width)
 

@@ -127,9 +127,11 @@ def dsl_assign(
 
     # Per candidate: the class cost against an all-zero target (finite only for finite
     # logits).
-    x = inp.scores[cols.img, cols.prior_k].to(torch.float32)  # (K, C)
-    zero_target = _soft_bce(x, 0.0).sum(-1)  # (K,)
-    good = torch.isfinite(zero_target)
+    def class_sum(x: Tensor) -> tuple[Tensor, Tensor]:  # (K_blk, C) -> the zero-target cost, finite
+        total = _soft_bce(x, 0.0).sum(-1)
+        return total, torch.isfinite(total)
+
+    zero_target, good = dk.per_candidate(cols, inp.scores, class_sum)  # (K,) each
     if cols.ok_k is not None:
         good = good & cols.ok_k
     cols = cols._replace(ok=dk.scatter_columns(cols, good, False))

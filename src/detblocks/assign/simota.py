@@ -20,6 +20,9 @@ ground truths x C`` tensor exists; the batching is :mod:`detblocks.assign._dynam
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -31,6 +34,9 @@ __all__ = ["simota_assign", "SimOTAAssigner"]
 
 #: mmdet's cost of a pair outside the ground truth's box-and-centre region (``INF``).
 _OUTSIDE = 100000.0
+#: Stands in for the uncomputed cost of a pair outside the region in the eager shortcut:
+#: below every such cost (>= 1e5), above every cost inside the region (checked).
+_FLOOR = _OUTSIDE - 1.0
 #: mmdet's ``EPS`` in ``-log(IoU + EPS)``.
 _LOG_EPS = 1e-7
 #: ``F.binary_cross_entropy`` clamps each log at -100.
@@ -139,9 +145,12 @@ def simota_assign(
 
     # Per candidate: the class cost against an all-zero target, and whether its scores
     # are probabilities.
-    s = inp.scores[cols.img, cols.prior_k].to(torch.float32)  # (K, C)
-    zero_target = _neg_log_1m(s).sum(-1)  # (K,)
-    good = (s.amin(-1) >= 0) & torch.isfinite(zero_target)
+    def class_sum(s: Tensor) -> tuple[Tensor, Tensor]:  # (K_blk, C) -> sum_c -log(1 - p_c), valid
+        valid = s.amin(-1) >= 0
+        total = s.neg_().log1p_().clamp_(min=_LOG_FLOOR).sum(-1).neg_()
+        return total, valid & torch.isfinite(total)
+
+    zero_target, good = dk.per_candidate(cols, inp.scores, class_sum)  # (K,) each
     if cols.ok_k is not None:
         good = good & cols.ok_k
     cols = cols._replace(ok=dk.scatter_columns(cols, good, False))
@@ -151,28 +160,68 @@ def simota_assign(
     cpx, cpy, crx, cry = px[cp], py[cp], rx[cp], ry[cp]  # (B, L)
     cb = inp.boxes.gather(1, cp[..., None].expand(-1, -1, 4))  # (B, L, 4)
     bx1, by1, bx2, by2 = cb.unbind(-1)
+    gtx1, gty1, gtx2, gty2, gtcx, gtcy = (v[:, 0] for v in (gx1, gy1, gx2, gy2, gcx, gcy))  # (R,)
     labels = inp.gt_labels[rows.img, rows.row].clamp(min=0)  # (R,)
 
-    def pair_costs(blk: slice) -> tuple[Tensor, Tensor]:
-        img = rows.img[blk]
-        pr = cp.index_select(0, img)  # (R_blk, L)
-
-        def take(plane: Tensor) -> Tensor:
-            return plane.index_select(0, img)
-
-        x1, y1, x2, y2 = gx1[blk], gy1[blk], gx2[blk], gy2[blk]
+    def geometry(r: Tensor, take: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
+        """IoU and whether the prior is in the box and the centre region, for rows ``r``
+        against columns read by ``take`` from a ``(B, L)`` plane (broadcast together)."""
+        x1, y1, x2, y2, cx, cy = gtx1[r], gty1[r], gtx2[r], gty2[r], gtcx[r], gtcy[r]
         iou = dk.pair_iou(take(bx1), take(by1), take(bx2), take(by2), x1, y1, x2, y2)
         qx, qy, qrx, qry = take(cpx), take(cpy), take(crx), take(cry)
-        cx, cy = gcx[blk], gcy[blk]
         in_box = (qx > x1) & (qy > y1) & (x2 > qx) & (y2 > qy)
         in_ctr = (qx > cx - qrx) & (qy > cy - qry) & (cx + qrx > qx) & (cy + qry > qy)
-        p_cls = inp.scores[img[:, None], pr, labels[blk, None]].to(torch.float32)  # (R_blk, L)
+        return iou, in_box & in_ctr
+
+    def cost(r: Tensor, img: Tensor, take: Callable[[Tensor], Tensor], iou: Tensor, inside: Tensor) -> Tensor:
+        """mmdet's cost of the pairs (broadcast as in :func:`geometry`, ``img`` the rows'
+        images)."""
+        p_cls = inp.scores[img, take(cp), labels[r]].to(torch.float32)
         cls = take(zero_col) - _neg_log_1m(p_cls) + _neg_log(p_cls)
         iou_cost = torch.log(iou + _LOG_EPS).neg()
-        outside = torch.where(in_box & in_ctr, 0.0, _OUTSIDE)
-        return iou, cls * cls_weight + iou_cost * iou_weight + outside
+        return cls * cls_weight + iou_cost * iou_weight + torch.where(inside, 0.0, _OUTSIDE)
 
-    owner = dk.dynamic_k_match(rows, cols, pair_costs, candidate_topk)
+    # Eager shortcut: a pair outside the box-and-centre region costs at least 1e5, more
+    # than any pair inside it can (weights permitting); a row with candidate_topk pairs
+    # inside picks among those, so the others' costs are needed only in rows with fewer
+    # and for conflicts no inside pair decides (``recheck``).
+    ceiling = cls_weight * pred_scores.shape[2] * -_LOG_FLOOR + iou_weight * -math.log(_LOG_EPS)
+    sparse = not tracing() and cls_weight >= 0 and iou_weight >= 0 and ceiling < _FLOOR - 1.0
+    width = cp.shape[1]
+
+    def pair_costs(blk: slice) -> tuple[Tensor, Tensor]:
+        r = torch.arange(blk.start, blk.stop, device=dev)[:, None]  # (R_blk, 1)
+        img = rows.img[blk]
+
+        def rows_of(plane: Tensor) -> Tensor:
+            return plane.index_select(0, img)
+
+        iou, inside = geometry(r, rows_of)  # (R_blk, L)
+        if not sparse:
+            return iou, cost(r, img[:, None], rows_of, iou, inside)
+        inside = inside & rows_of(cols.ok)
+        exact = inside | (inside.sum(1, keepdim=True) < candidate_topk)
+        ri, ji = exact.nonzero().unbind(1)
+        ii = img[ri]
+        out = torch.full_like(iou, _FLOOR)
+        out[ri, ji] = cost(ri + blk.start, ii, lambda plane: plane[ii, ji], iou[ri, ji], inside[ri, ji])
+        return iou, out
+
+    def recheck(flat: Tensor) -> Tensor:  # exact key of conflicted columns over all rows
+        q, r = (rows.img[None, :] == (flat // width)[:, None]).nonzero().unbind(1)  # (pairs,)
+        img, j = flat[q] // width, flat[q] % width
+
+        def pairs_of(plane: Tensor) -> Tensor:
+            return plane[img, j]
+
+        iou, inside = geometry(r, pairs_of)
+        key = dk.cost_bits(cost(r, img, pairs_of, iou, inside)).bitwise_left_shift(32) | rows.row[r]
+        best = torch.full((flat.shape[0],), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
+        return best.scatter_reduce(0, q, key, "amin")
+
+    owner = dk.dynamic_k_match(
+        rows, cols, pair_costs, candidate_topk, floor=_FLOOR if sparse else None, recheck=recheck
+    )
     return dk.finish(inp, dk.to_priors(cols, owner, n))
 
 
