@@ -166,6 +166,31 @@ def test_other_arguments_equal_the_loop_reference():
     check(a, *want, gt_labels)
 
 
+@pytest.mark.parametrize("seed", [3, 17])
+def test_conflicts_outside_every_region_are_rechecked_exactly(seed, monkeypatch):
+    """Small objects take priors outside their box-and-centre region; where such a prior
+    is taken twice and no region holds it, the eager shortcut's stand-in cost would decide
+    the conflict: the exact costs over every object are recomputed (these seeds reach it)."""
+    calls = []
+    match = _dynamic_k.dynamic_k_match
+
+    def spy(*args, recheck=None, **kwargs):
+        def counted(flat):
+            calls.append(flat.numel())
+            return recheck(flat)
+
+        return match(*args, recheck=counted if recheck else None, **kwargs)
+
+    monkeypatch.setattr(_dynamic_k, "dynamic_k_match", spy)
+    scores, boxes, gt_labels, gt_boxes = scene(seed, PRIORS, m=12)
+    small = torch.rand(gt_boxes.shape[:2], generator=torch.Generator().manual_seed(seed)) < 0.6
+    gt_boxes[..., 2:] = torch.where(small[..., None], gt_boxes[..., :2] + 5, gt_boxes[..., 2:])
+    gt_boxes[gt_labels < 0] = -1
+    a = simota_assign(PRIORS, scores, boxes, gt_labels, gt_boxes)
+    assert calls, "the recheck was not reached"
+    check(a, *simota_reference(PRIORS, scores, boxes, gt_labels, gt_boxes), gt_labels)
+
+
 def test_small_chunks_give_the_same_result(monkeypatch):
     scores, boxes, gt_labels, gt_boxes = scene(3, PRIORS)
     whole = simota_assign(PRIORS, scores, boxes, gt_labels, gt_boxes)
