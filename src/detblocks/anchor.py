@@ -7,11 +7,12 @@ anchors are computed for the feature map's own size at every call, from its
 (possibly symbolic) height and width, so one traced or exported program serves
 every input size and no size limit exists; the values equal GluonCV's crop.
 
-Anchors are not cached: a map's anchors take a few tens of microseconds to
-compute (an ``arange`` per axis and one broadcast), less than a cache lookup
-keyed by size, device and dtype would save in a detector's forward, and a cache
-would hand the same tensor to every caller (an in-place edit by one would
-corrupt the others) and would have to be bypassed under tracing anyway.
+Anchors are not cached. A map's anchors are an ``arange`` per axis and one broadcast:
+about 0.5 ms for SSD300's 38 x 38 map and 0.9 ms for a 50 x 76 RPN map with 9 shapes
+on one busy CPU core, a few percent of even a small detector's forward. A cache keyed by
+size, device and dtype would hand the same tensor to every caller (an in-place edit by
+one would change the others' anchors) and would have to be bypassed under tracing,
+where sizes are symbolic.
 """
 
 from __future__ import annotations
