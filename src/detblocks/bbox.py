@@ -237,7 +237,7 @@ def _planes_and_areas(t: Tensor, offset: float) -> tuple[Tensor, Tensor]:
     """
     area = (t[:, 2] - t[:, 0] + offset) * (t[:, 3] - t[:, 1] + offset)
     finite = torch.isfinite(area)
-    if t.device.type == "cpu" and not _checks.tracing() and bool(finite.all()):  # the usual case: no copy
+    if _checks.eager_cpu(t) and bool(finite.all()):  # the usual case on CPU: no copy, and the read is free
         return t, area.clamp(min=0)
     return torch.where(finite[:, None], t, 0.0), torch.where(finite, area.clamp(min=0), math.inf)
 
