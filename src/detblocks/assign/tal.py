@@ -121,23 +121,23 @@ def _ciou(gt: Sequence[Tensor], pred: Sequence[Tensor], gt_atan: Tensor, pred_at
     of each side; ``*_atan`` from :func:`_aspect_atan`. Not clamped."""
     b1_x1, b1_y1, b1_x2, b1_y2 = gt
     b2_x1, b2_y1, b2_x2, b2_y2 = pred
-    w1, h1 = b1_x2 - b1_x1, b1_y2 - b1_y1 + _CIOU_EPS
-    w2, h2 = b2_x2 - b2_x1, b2_y2 - b2_y1 + _CIOU_EPS
-    inter = (torch.minimum(b1_x2, b2_x2) - torch.maximum(b1_x1, b2_x1)).clamp_(min=0) * (
-        torch.minimum(b1_y2, b2_y2) - torch.maximum(b1_y1, b2_y1)
-    ).clamp_(min=0)
-    union = w1 * h1 + w2 * h2 - inter + _CIOU_EPS
-    iou = inter / union
-    cw = torch.maximum(b1_x2, b2_x2) - torch.minimum(b1_x1, b2_x1)
-    ch = torch.maximum(b1_y2, b2_y2) - torch.minimum(b1_y1, b2_y1)
-    c2 = cw * cw + ch * ch + _CIOU_EPS
-    dx = b2_x1 + b2_x2 - b1_x1 - b1_x2
-    dy = b2_y1 + b2_y2 - b1_y1 - b1_y2
-    rho2 = (dx * dx + dy * dy) / 4
+    # In-place steps only on fresh full-size results (fewer buffers, same operations).
+    w1, h1 = b1_x2 - b1_x1, (b1_y2 - b1_y1).add_(_CIOU_EPS)
+    w2, h2 = b2_x2 - b2_x1, (b2_y2 - b2_y1).add_(_CIOU_EPS)
+    inter = torch.minimum(b1_x2, b2_x2).sub_(torch.maximum(b1_x1, b2_x1)).clamp_(min=0)
+    inter.mul_(torch.minimum(b1_y2, b2_y2).sub_(torch.maximum(b1_y1, b2_y1)).clamp_(min=0))
+    union = (w1 * h1 + w2 * h2).sub_(inter).add_(_CIOU_EPS)
+    iou = inter.div_(union)
+    cw = torch.maximum(b1_x2, b2_x2).sub_(torch.minimum(b1_x1, b2_x1))
+    ch = torch.maximum(b1_y2, b2_y2).sub_(torch.minimum(b1_y1, b2_y1))
+    c2 = cw.mul_(cw).add_(ch.mul_(ch)).add_(_CIOU_EPS)
+    dx = (b2_x1 + b2_x2 - b1_x1).sub_(b1_x2)
+    dy = (b2_y1 + b2_y2 - b1_y1).sub_(b1_y2)
+    rho2 = dx.mul_(dx).add_(dy.mul_(dy)).div_(4)
     d = pred_atan - gt_atan
-    v = _V_SCALE * (d * d)
-    alpha = v / (1 - iou + v + _CIOU_EPS)
-    return iou - (rho2 / c2 + v * alpha)
+    v = d.mul_(d).mul_(_V_SCALE)
+    alpha = v / (1 - iou).add_(v).add_(_CIOU_EPS)
+    return iou.sub_(rho2.div_(c2).add_(v.mul_(alpha)))
 
 
 def _power(x: Tensor, exponent: float) -> Tensor:
