@@ -282,9 +282,19 @@ def _candidate_pairs(points: Tensor, lt: Tensor, rb: Tensor) -> tuple[Tensor, Te
         lt_c, rb_c = lt[g0 : g0 + block], rb[g0 : g0 + block]
         hit = (row_y - lt_c[:, 1:2] > _INSIDE_EPS) & (rb_c[:, 1:2] - row_y > _INSIDE_EPS)  # (g, R)
         g, r = hit.nonzero().unbind(1)
-        left, right = lt_c[g, 0], rb_c[g, 0]
-        lo = _first_true(lambda i, left=left: px[i] - left > _INSIDE_EPS, starts[r], ends[r], steps)
-        hi = _first_true(lambda i, right=right: ~(right - px[i] > _INSIDE_EPS), starts[r], ends[r], steps)
+        q = g.numel()
+        # both ends of each row's range in one bisection: the first x inside the left side,
+        # the first x no longer inside the right side
+        bound = torch.cat([lt_c[g, 0], rb_c[g, 0]])
+        is_left = torch.arange(2 * q, device=device) < q
+
+        def past(i: Tensor, bound: Tensor = bound, is_left: Tensor = is_left) -> Tensor:
+            x = px[i]
+            return torch.where(is_left, x - bound > _INSIDE_EPS, ~(bound - x > _INSIDE_EPS))
+
+        ends_r = ends[r]
+        lo_hi = _first_true(past, starts[r].repeat(2), torch.cat([ends_r, ends_r]), steps)
+        lo, hi = lo_hi[:q], lo_hi[q:]
         boxes.append(g + g0)
         first.append(lo)
         last.append(torch.maximum(hi, lo))
