@@ -3,9 +3,10 @@
 :class:`SSD` is a torchvision backbone (random initialisation) run through
 :class:`~detblocks.feature.FeatureExpander`, with one
 :class:`~detblocks.predictor.ConvPredictor` pair (class scores, box offsets)
-per feature map and GluonCV-style default boxes (:func:`ssd_anchors`).
-:class:`SSDInference` is the whole inference path that gets exported:
-image in, decoded and non-maximum-suppressed detections out.
+per feature map and GluonCV's default boxes (:func:`ssd_anchors`, from
+:func:`detblocks.anchor.ssd_anchors`). :class:`SSDInference` is the whole
+inference path that gets exported: image in, detections out, the tail being
+:class:`detblocks.postprocess.SSDDetectionOutput`.
 
 All box coordinates inside the model are normalised to ``[0, 1]`` of the
 image side; :class:`SSDInference` returns pixels.
@@ -13,7 +14,6 @@ image side; :class:`SSDInference` returns pixels.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -21,11 +21,12 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from detblocks.coder import MultiPerClassDecoder, NormalizedBoxCenterDecoder
+from detblocks import anchor
 from detblocks.feature import FeatureExpander
+from detblocks.postprocess import SSDDetectionOutput
 from detblocks.predictor import ConvPredictor
 
-__all__ = ["BACKBONES", "Backbone", "SSD", "SSDInference", "batched_nms", "ssd_anchors", "BOX_STDS"]
+__all__ = ["BACKBONES", "Backbone", "SSD", "SSDInference", "ssd_anchors", "BOX_STDS"]
 
 #: Scale of the box regression targets (GluonCV's SSD value), shared by encoder and decoder.
 BOX_STDS: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
@@ -101,15 +102,20 @@ def ssd_anchors(
         raise ValueError(f"ratios needs one list per feature map ({len(feature_sizes)}), got {len(ratios)}")
     out = []
     for k, (h, w) in enumerate(feature_sizes):
-        s0, s1 = sizes[k], sizes[k + 1]
-        wh = [(s0, s0), (math.sqrt(s0 * s1), math.sqrt(s0 * s1))]
-        wh += [(s0 * math.sqrt(r), s0 / math.sqrt(r)) for r in ratios[k][1:]]
-        cy = (torch.arange(h, dtype=torch.float64) + offset) / h
-        cx = (torch.arange(w, dtype=torch.float64) + offset) / w
-        cyy, cxx = torch.meshgrid(cy, cx, indexing="ij")  # (H, W)
-        centres = torch.stack([cxx, cyy], dim=-1)[:, :, None, :].expand(h, w, len(wh), 2)
-        sides = torch.tensor(wh, dtype=torch.float64).expand(h, w, len(wh), 2)
-        out.append(torch.cat([centres, sides], dim=-1).reshape(-1, 4))
+        if h != w:
+            raise ValueError(f"feature map {k} must be square (one step for both axes), got {h} x {w}")
+        # GluonCV's generator in units of the image side: step 1 / W_k, sizes as fractions.
+        a = anchor.ssd_anchors(
+            h,
+            w,
+            (1.0, 1.0),
+            (sizes[k], sizes[k + 1]),
+            ratios[k],
+            1.0 / w,
+            (offset, offset),
+            dtype=torch.float64,
+        )
+        out.append(a[0])
     return torch.cat(out).to(torch.float32)
 
 
@@ -187,34 +193,14 @@ class SSD(nn.Module):
         return torch.cat(cls, dim=1), torch.cat(box, dim=1)
 
 
-def batched_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
-    """Non-maximum suppression within groups: torchvision's ``batched_nms`` by its coordinate offset.
-
-    Each group's boxes are shifted by ``group * (largest coordinate + 1)`` so that boxes
-    of different groups never overlap, and one :func:`torchvision.ops.nms` runs on all.
-    This is the path :func:`torchvision.ops.batched_nms` itself takes for large inputs;
-    taking it always keeps the graph free of the size test that chooses between its
-    two paths, which a dynamic batch axis cannot trace.
-
-    Args:
-        boxes (Tensor[K, 4]) corner, non-negative; scores (Tensor[K]); groups (Tensor[K]) int64.
-
-    Returns:
-        Tensor[L] int64: indices of the kept boxes, by decreasing score.
-    """
-    offsets = groups.to(boxes.dtype) * (boxes.max() + 1.0)
-    return torchvision.ops.nms(boxes + offsets.unsqueeze(1), scores, iou_threshold)
-
-
 class SSDInference(nn.Module):
-    """The exported inference path: SSD, decoders, per-class batched NMS, top detections.
+    """The exported inference path: SSD, then :class:`~detblocks.postprocess.SSDDetectionOutput`.
 
-    Scores are the softmax of the class logits; boxes come from
-    :class:`~detblocks.coder.NormalizedBoxCenterDecoder` and class ids and
-    scores from :class:`~detblocks.coder.MultiPerClassDecoder`. The best
-    ``pre_nms`` (anchor, class) pairs of each image go through
-    torchvision's batched NMS (:func:`batched_nms`, groups = image x class), and the
-    best ``max_detections`` survivors of each image are returned.
+    Scores are the softmax of the class logits and boxes are decoded against the default
+    boxes (GluonCV's SSD inference: the best ``pre_nms`` (anchor, class) entries above
+    ``score_thresh`` go through per-class greedy NMS at ``nms_thresh``, and the best
+    ``max_detections`` survivors of each image are kept). Boxes are then scaled to pixels
+    and clipped to the image.
 
     Args:
         model: the trained :class:`SSD`.
@@ -225,8 +211,9 @@ class SSDInference(nn.Module):
 
     Forward:
         images (Tensor[B, 3, S, S]) float in ``[0, 1]`` -> ``(boxes (Tensor[B, D, 4])`` corner
-        pixels, ``scores (Tensor[B, D])``, ``classes (Tensor[B, D])`` int64 in ``[0, C)``).
-        Rows past an image's detections have class ``-1`` and score ``0``, sorted last.
+        pixels, ``scores (Tensor[B, D])``, ``classes (Tensor[B, D])`` int64 in ``[0, C)``),
+        ``D = max_detections``. Rows past an image's detections have class ``-1``, score
+        ``0`` and box 0, sorted last.
     """
 
     def __init__(
@@ -239,36 +226,21 @@ class SSDInference(nn.Module):
     ) -> None:
         super().__init__()
         self.model = model
-        self.box_decoder = NormalizedBoxCenterDecoder(stds=BOX_STDS)
-        self.cls_decoder = MultiPerClassDecoder(num_class=model.num_classes + 1, thresh=score_thresh)
-        self.nms_thresh = nms_thresh
-        self.pre_nms = pre_nms
-        self.max_detections = max_detections
+        self.tail = SSDDetectionOutput(
+            model.num_classes,
+            stds=BOX_STDS,
+            nms_thresh=nms_thresh,
+            nms_topk=pre_nms,
+            post_nms=max_detections,
+            thresh=score_thresh,
+        )
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         cls_logits, deltas = self.model(images)
-        b = images.shape[0]
+        ids, scores, boxes = self.tail(cls_logits, deltas, self.model.anchors.unsqueeze(0))  # -1 rows past
         size = float(self.model.image_size)
-        boxes = self.box_decoder(deltas, self.model.anchors.unsqueeze(0))  # (B, N, 4) corner, [0, 1]
-        boxes = (boxes * size).clamp(0.0, size)
-        cls_ids, scores = self.cls_decoder(cls_logits.softmax(dim=-1))  # (B, N, C) each
-        n, c = scores.shape[1], scores.shape[2]
-        k = min(self.pre_nms, n * c)
-        top_scores, top = scores.reshape(b, n * c).topk(k, dim=1)  # (B, k)
-        top_cls = cls_ids.reshape(b, n * c).gather(1, top)  # (B, k), -1 below the threshold
-        top_boxes = boxes.gather(1, (top // c).unsqueeze(-1).expand(b, k, 4))  # (B, k, 4)
-        image_idx = torch.arange(b, device=images.device).unsqueeze(1)
-        groups = (image_idx * c + top_cls.clamp(min=0)).reshape(-1)  # one NMS group per image and class
-        keep = batched_nms(top_boxes.reshape(-1, 4), top_scores.reshape(-1), groups, self.nms_thresh)
-        kept = torch.zeros(b * k, dtype=torch.bool, device=images.device)
-        kept[keep] = True
-        kept = kept.reshape(b, k) & (top_cls >= 0)
-        ranked = torch.where(kept, top_scores, torch.full_like(top_scores, -1.0))
-        d = min(self.max_detections, k)
-        out_scores, order = ranked.topk(d, dim=1)  # (B, D)
-        valid = out_scores > 0
-        out_boxes = top_boxes.gather(1, order.unsqueeze(-1).expand(b, d, 4))
-        out_cls = torch.where(valid, top_cls.gather(1, order), torch.full_like(order, -1))
-        out_scores = out_scores.clamp(min=0.0)
-        out_boxes = out_boxes * valid.unsqueeze(-1)
-        return out_boxes, out_scores, out_cls
+        found = ids[..., 0] >= 0  # (B, D)
+        boxes = torch.where(found.unsqueeze(-1), (boxes * size).clamp(0.0, size), 0.0)
+        scores = torch.where(found, scores[..., 0], 0.0)
+        classes = torch.where(found, ids[..., 0].to(torch.int64), -1)
+        return boxes, scores, classes
