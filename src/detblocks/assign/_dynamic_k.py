@@ -144,8 +144,10 @@ def per_candidate(
     b, n, c = scores.shape
     flat = cols.img * n + cols.prior_k  # (K,)
     table = scores.reshape(b * n, c)
+    if tracing():
+        return fn(table.index_select(0, flat).to(torch.float32))
     k = flat.shape[0]
-    step = k if tracing() else max(1, CHUNK_ELEMENTS // max(c, 1))
+    step = max(1, CHUNK_ELEMENTS // max(c, 1))
     parts = [
         fn(table.index_select(0, flat[i : i + step]).to(torch.float32)) for i in range(0, max(k, 1), step)
     ]
