@@ -17,7 +17,7 @@ ground truths goes to the one of all the image's ground truths with the lowest c
 Every class but the ground truth's has target 0, so ``soft_cls`` is a per-candidate sum
 over classes (one pass over the candidates' logits) corrected at the ground truth's
 class column: no ``candidates x ground truths x C`` tensor exists. The batching is
-:mod:`detblocks.assign._dynamic_k`'s.
+``detblocks.assign._dynamic_k``'s.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def dsl_assign(
     dynamic k. A padding row, or a ground truth with a non-finite coordinate, takes no
     part. Eager mode reads three numbers back to the host per call (the real ground
     truths, the candidates, the widest image's candidate count) and evaluates the pairs in
-    blocks of :data:`detblocks.assign._dynamic_k.CHUNK_ELEMENTS`; the traceable path reads
+    blocks of ``detblocks.assign._dynamic_k.CHUNK_ELEMENTS`` pairs; the traceable path reads
     nothing and evaluates every (row, prior) pair.
 
     Example:

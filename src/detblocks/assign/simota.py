@@ -15,7 +15,7 @@ image's ground truths with the lowest cost for it.
 
 The class cost is a per-candidate sum ``sum_c -log(1 - p_c)`` (one pass over the
 candidates' scores) corrected at the ground truth's class column, so no ``candidates x
-ground truths x C`` tensor exists; the batching is :mod:`detblocks.assign._dynamic_k`'s.
+ground truths x C`` tensor exists; the batching is ``detblocks.assign._dynamic_k``'s.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def simota_assign(
     count in any dynamic k. A padding row, or a ground truth with a non-finite
     coordinate, takes no part. Eager mode reads three numbers back to the host per call
     (the real ground truths, the candidates, the widest image's candidate count) and
-    evaluates the pairs in blocks of :data:`detblocks.assign._dynamic_k.CHUNK_ELEMENTS`;
+    evaluates the pairs in blocks of ``detblocks.assign._dynamic_k.CHUNK_ELEMENTS`` pairs;
     the traceable path reads nothing and evaluates every (row, prior) pair.
 
     Example:
