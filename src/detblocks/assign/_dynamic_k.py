@@ -182,7 +182,7 @@ def _smallest(keys: Tensor, k: int, largest: bool = False) -> tuple[Tensor, Tens
     return keys.topk(min(k, keys.shape[1]), dim=1, largest=largest, sorted=True)
 
 
-PairFn = Callable[[slice], tuple[Tensor, Tensor]]
+PairFn = Callable[[slice], tuple[Tensor, Callable[[Tensor], Tensor]]]
 
 
 def dynamic_k_match(
@@ -196,13 +196,14 @@ def dynamic_k_match(
     """Dynamic-k matching: ``Tensor[B, L]`` int64, the ground-truth row each candidate
     column goes to, ``-1`` for none.
 
-    ``pair_costs(block)`` gives ``(iou, cost)``, each ``Tensor[R_block, L]`` float32, for
-    the rows ``block`` (a slice of ``rows``) against their images' columns; values at
-    non-candidate columns are never read. Per row: ``k = max(1, int(sum of the top-topk
-    IoUs))`` (summed in descending order, one after another, as mmdet's ``sum(0)`` over
-    ``topk``'s output), then the ``k`` lowest costs (lower prior on ties). A column picked
-    by several rows goes to the lowest cost over every row of its image (lower row on
-    ties), one picked once to its picker.
+    ``pair_costs(block)`` gives ``(iou, cost_of)`` for the rows ``block`` (a slice of
+    ``rows``) against their images' columns: ``iou (Tensor[R_block, L])`` float32, and
+    ``cost_of(k)`` the float32 costs ``Tensor[R_block, L]`` given the rows' dynamic k
+    (``Tensor[R_block]``); values at non-candidate columns are never read. Per row:
+    ``k = max(1, int(sum of the top-topk IoUs))`` (summed in descending order, one after
+    another, as mmdet's ``sum(0)`` over ``topk``'s output), then the ``k`` lowest costs
+    (lower prior on ties). A column picked by several rows goes to the lowest cost over
+    every row of its image (lower row on ties), one picked once to its picker.
 
     Eager fast paths may leave costs they can prove irrelevant uncomputed, as ``floor``:
     a value below every true cost it stands for and above every cost a row's selection
@@ -219,13 +220,13 @@ def dynamic_k_match(
         ok = cols.ok.index_select(0, img)  # (R, L)
         if rows.ok is not None:
             ok = ok & rows.ok[blk, None]
-        iou, cost = pair_costs(blk)  # (R, L) each
+        iou, cost_of = pair_costs(blk)  # (R, L)
         top = _smallest(torch.where(ok, iou, -1.0), topk, largest=True).values.clamp(min=0)
         total = top[:, 0] if top.shape[1] else torch.zeros_like(iou[:, 0])
         for i in range(1, top.shape[1]):
             total = total + top[:, i]
         k = total.to(torch.int32).clamp(min=1)  # (R,) mmdet's int() then clamp(min=1)
-        high = cost_bits(cost).bitwise_left_shift(32)  # (R, L)
+        high = cost_bits(cost_of(k)).bitwise_left_shift(32)  # (R, L)
         key = torch.where(ok, high | cols.prior.index_select(0, img), _NO_KEY)
         sel = _smallest(key, topk)
         chosen = (torch.arange(sel.values.shape[1], device=dev) < k[:, None]) & (sel.values != _NO_KEY)

@@ -22,6 +22,8 @@ class column: no ``candidates x ground truths x C`` tensor exists. The batching 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -143,7 +145,7 @@ def dsl_assign(
     bx1, by1, bx2, by2 = cb.unbind(-1)
     labels = inp.gt_labels[rows.img, rows.row].clamp(min=0)  # (R,)
 
-    def pair_costs(blk: slice) -> tuple[Tensor, Tensor]:
+    def pair_costs(blk: slice) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
         img = rows.img[blk]
 
         def take(plane: Tensor) -> Tensor:
@@ -155,7 +157,8 @@ def dsl_assign(
         x_cls = inp.scores[img[:, None], cp.index_select(0, img), labels[blk, None]].to(torch.float32)
         cls = take(zero_col) - _soft_bce(x_cls, 0.0) + _soft_bce(x_cls, iou)
         iou_cost = torch.log(iou + _LOG_EPS).neg() * iou_weight
-        return iou, cls + iou_cost + center
+        cost = cls + iou_cost + center
+        return iou, lambda k: cost
 
     owner = dk.dynamic_k_match(rows, cols, pair_costs, topk)
     return dk.finish(inp, dk.to_priors(cols, owner, n))

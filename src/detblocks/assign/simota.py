@@ -182,14 +182,14 @@ def simota_assign(
         return cls * cls_weight + iou_cost * iou_weight + torch.where(inside, 0.0, _OUTSIDE)
 
     # Eager shortcut: a pair outside the box-and-centre region costs at least 1e5, more
-    # than any pair inside it can (weights permitting); a row with candidate_topk pairs
+    # than any pair inside it can (weights permitting); a row with at least k pairs
     # inside picks among those, so the others' costs are needed only in rows with fewer
     # and for conflicts no inside pair decides (``recheck``).
     ceiling = cls_weight * pred_scores.shape[2] * -_LOG_FLOOR + iou_weight * -math.log(_LOG_EPS)
     sparse = not tracing() and cls_weight >= 0 and iou_weight >= 0 and ceiling < _FLOOR - 1.0
     width = cp.shape[1]
 
-    def pair_costs(blk: slice) -> tuple[Tensor, Tensor]:
+    def pair_costs(blk: slice) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
         r = torch.arange(blk.start, blk.stop, device=dev)[:, None]  # (R_blk, 1)
         img = rows.img[blk]
 
@@ -198,14 +198,18 @@ def simota_assign(
 
         iou, inside = geometry(r, rows_of)  # (R_blk, L)
         if not sparse:
-            return iou, cost(r, img[:, None], rows_of, iou, inside)
-        inside = inside & rows_of(cols.ok)
-        exact = inside | (inside.sum(1, keepdim=True) < candidate_topk)
-        ri, ji = exact.nonzero().unbind(1)
-        ii = img[ri]
-        out = torch.full_like(iou, _FLOOR)
-        out[ri, ji] = cost(ri + blk.start, ii, lambda plane: plane[ii, ji], iou[ri, ji], inside[ri, ji])
-        return iou, out
+            return iou, lambda k: cost(r, img[:, None], rows_of, iou, inside)
+
+        def cost_of(k: Tensor) -> Tensor:  # exact inside the region; every pair of rows short of k
+            within = inside & rows_of(cols.ok)
+            exact = within | (within.sum(1, keepdim=True) < k[:, None])
+            ri, ji = exact.nonzero().unbind(1)
+            ii = img[ri]
+            out = torch.full_like(iou, _FLOOR)
+            out[ri, ji] = cost(ri + blk.start, ii, lambda plane: plane[ii, ji], iou[ri, ji], within[ri, ji])
+            return out
+
+        return iou, cost_of
 
     def recheck(flat: Tensor) -> Tensor:  # exact key of conflicted columns over all rows
         q, r = (rows.img[None, :] == (flat // width)[:, None]).nonzero().unbind(1)  # (pairs,)
