@@ -1,4 +1,5 @@
-"""Anchor generators of GluonCV's detectors: SSD default boxes and RPN anchors.
+"""Anchor generators of GluonCV's detectors: SSD default boxes and RPN anchors; and the
+anchor points of today's anchor-free detectors (:func:`anchor_points`).
 
 GluonCV's generators (``gluoncv.model_zoo.ssd.anchor.SSDAnchorGenerator`` and
 ``gluoncv.model_zoo.rcnn.rpn.anchor.RPNAnchorGenerator``, 0.10.5) pre-compute a
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 from detblocks import _checks
 
 __all__ = [
+    "anchor_points",
     "ssd_anchors",
     "rpn_anchors",
     "rpn_base_anchors",
@@ -352,3 +354,68 @@ class RPNAnchorGenerator(nn.Module):
 
     def extra_repr(self) -> str:
         return f"stride={self.stride}, base_size={self.base_size}, ratios={self.ratios}, scales={self.scales}"
+
+
+# ------------------------------------------------------------------ anchor points
+def anchor_points(
+    feature_sizes: Sequence[tuple[int, int]],
+    strides: Sequence[float],
+    offset: float = 0.5,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Anchor points of an anchor-free detector (YOLOv8, YOLOX, RTMDet, FCOS): one per cell.
+
+    The point of cell ``(i, j)`` of a map of stride ``s`` is ``((j + offset) * s, (i +
+    offset) * s)`` in input pixels; maps come in the order given, cells row-major within
+    each (the layout of ``(B, C, H, W)`` heads flattened after ``permute(0, 2, 3, 1)``).
+    These are ultralytics 8.4.190's ``make_anchors`` (``utils/tal.py``) times the stride
+    (it returns them in cells, with ``grid_cell_offset=0.5``), with the stride of each point
+    beside it.
+
+    Args:
+        feature_sizes: ``(H_k, W_k)`` of each feature map.
+        strides: the stride of each map, in input pixels (> 0).
+        offset: position of the point inside its cell, in cells (0.5: the centre; mmdet's
+            ``MlvlPointGenerator`` uses 0).
+        dtype: floating dtype of the result; computed in float32 (float64 for float64).
+        device: device of the result.
+
+    Returns:
+        (Tensor[N, 2], Tensor[N]): the points ``(x, y)`` and the stride of each,
+        ``N = sum(H_k * W_k)``.
+
+    Example:
+        >>> points, stride = anchor_points([(2, 2), (1, 1)], [8, 16])
+        >>> points
+        tensor([[ 4.,  4.],
+                [12.,  4.],
+                [ 4., 12.],
+                [12., 12.],
+                [ 8.,  8.]])
+        >>> stride
+        tensor([ 8.,  8.,  8.,  8., 16.])
+    """
+    dtype = _check_out_dtype(dtype)
+    sizes, strides = list(feature_sizes), list(strides)
+    if len(strides) != len(sizes):
+        raise ValueError(
+            f"strides must have one value per feature map ({len(sizes)}), got {len(strides)}: {strides!r}"
+        )
+    steps = _numbers("strides", strides) if sizes else ()
+    offset = float(_checks.check_number("offset", offset))
+    work = _work_dtype(dtype)
+    points, point_strides = [], []
+    for k, size in enumerate(sizes):
+        if not isinstance(size, (tuple, list)) or len(size) != 2:
+            raise ValueError(f"feature_sizes must hold (H, W) pairs, got {size!r} at position {k}")
+        h = int(_checks.check_number("feature_sizes height", size[0], low=0, integer=True))
+        w = int(_checks.check_number("feature_sizes width", size[1], low=0, integer=True))
+        ys = (torch.arange(h, dtype=work, device=device) + offset) * steps[k]  # (H,)
+        xs = (torch.arange(w, dtype=work, device=device) + offset) * steps[k]  # (W,)
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")  # (H, W)
+        points.append(torch.stack([xx, yy], dim=-1).reshape(-1, 2))
+        point_strides.append(torch.full((h * w,), steps[k], dtype=work, device=device))
+    if not points:
+        return torch.zeros(0, 2, dtype=dtype, device=device), torch.zeros(0, dtype=dtype, device=device)
+    return torch.cat(points).to(dtype), torch.cat(point_strides).to(dtype)

@@ -15,8 +15,9 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -29,11 +30,15 @@ from .evaluate import CocoMetrics, Detections, coco_evaluate, coco_ground_truth,
 from .model import BACKBONES, SSD, SSDInference
 from .targets import SSDTargets, ssd_loss
 
+if TYPE_CHECKING:
+    from .anchor_free import AnchorFreeDetector
+
 __all__ = [
     "CHECKPOINT_NAME",
     "CheckpointError",
     "DemoConfig",
     "DemoResult",
+    "RECIPES",
     "build_datasets",
     "load_checkpoint",
     "run_demo",
@@ -46,13 +51,25 @@ EVAL_BATCH = 16
 # Gradient norm cap: the loss of a randomly initialised detector can spike early on.
 GRAD_CLIP = 10.0
 ONNX_NAME = "detector.onnx"
+#: The detectors the demo trains (``--recipe``); the first one is the default.
+RECIPES: tuple[str, ...] = ("ssd", "anchor-free")
+#: Default ``--epochs`` of each recipe: about 2.5 minutes on an idle 2-core machine each (the
+#: anchor-free detector costs more per iteration and learns faster per image).
+RECIPE_EPOCHS: dict[str, int] = {"ssd": 4, "anchor-free": 3}
+#: Target assigners of the anchor-free recipe (``--assigner``), :mod:`detblocks.assign`'s rules.
+ASSIGNER_NAMES: tuple[str, ...] = ("tal", "simota", "dsl", "atss")
+# Without a terminal (a log file, CI), the progress bar prints a plain line this often
+# (in seconds) and at the end of each epoch, instead of carriage-return updates.
+LOG_INTERVAL = 15.0
 
 
 @dataclass
 class DemoConfig:
     """Every setting of the demo (the command line maps onto these fields one to one)."""
 
-    epochs: int = 4
+    recipe: str = "ssd"
+    assigner: str = "tal"
+    epochs: int | None = None  # None: the recipe's default, RECIPE_EPOCHS
     batch_size: int = 32
     image_size: int = 128
     out: str = "runs/demo"
@@ -81,7 +98,7 @@ class DemoConfig:
 class DemoResult:
     """What a run produced (on rank 0; other ranks get the model and an empty rest)."""
 
-    model: SSD
+    model: SSD | AnchorFreeDetector
     metrics: CocoMetrics | None = None
     dets: Detections | None = None
     history: dict = field(default_factory=dict)
@@ -161,9 +178,75 @@ def _lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
     return f
 
 
+@dataclass
+class _Recipe:
+    """What differs between the recipes: the model, its inference path and the three phases of
+    a training step (timed apart), ``forward(net, images) -> outputs``,
+    ``targets(outputs, gt_boxes, gt_labels) -> targets`` (ground truth normalised to the
+    image, padded rows -1) and ``loss(outputs, targets) -> (cls_loss, box_loss)``."""
+
+    model: SSD | AnchorFreeDetector
+    inference: nn.Module
+    forward: Callable[[nn.Module, Tensor], tuple[Tensor, ...]]
+    targets: Callable[[tuple[Tensor, ...], Tensor, Tensor], Any]
+    loss: Callable[[tuple[Tensor, ...], Any], tuple[Tensor, Tensor]]
+    describe: str
+
+
+def _build_recipe(cfg: DemoConfig, num_classes: int, device: torch.device) -> _Recipe:
+    """The model and training step of ``cfg.recipe`` (the anchor-free modules load only for it)."""
+    if cfg.recipe == "ssd":
+        ssd = SSD(num_classes, cfg.image_size, backbone=cfg.backbone).to(device)
+        ssd_targets = SSDTargets().to(device)
+        return _Recipe(
+            model=ssd,
+            inference=SSDInference(ssd),
+            forward=lambda net, images: net(images),
+            targets=lambda out, gt_boxes, gt_labels: ssd_targets(
+                ssd.anchors, out[0].detach(), gt_boxes, gt_labels
+            ),
+            loss=lambda out, tgt: ssd_loss(*out, *tgt),
+            describe=f"SSD on {cfg.backbone} ({_millions(ssd)}M parameters), maps {ssd.feature_sizes}, "
+            f"{ssd.num_anchors} default boxes",
+        )
+    from .anchor_free import AnchorFreeDetector, AnchorFreeInference, AnchorFreeTargets, anchor_free_loss
+
+    model = AnchorFreeDetector(num_classes, cfg.image_size, backbone=cfg.backbone).to(device)
+    assigner = AnchorFreeTargets(cfg.assigner, num_classes).to(device)
+    size = float(cfg.image_size)
+
+    def forward(net: nn.Module, images: Tensor) -> tuple[Tensor, ...]:
+        cls_logits, box_logits = net(images)
+        return cls_logits, box_logits, model.decode(box_logits)
+
+    def targets(out: tuple[Tensor, ...], gt_boxes: Tensor, gt_labels: Tensor) -> tuple[Any, Tensor]:
+        pixels = torch.where((gt_labels < 0).unsqueeze(-1), -1.0, gt_boxes * size)
+        return assigner(model, out[0], out[2], pixels, gt_labels), pixels
+
+    return _Recipe(
+        model=model,
+        inference=AnchorFreeInference(model),
+        forward=forward,
+        targets=targets,
+        loss=lambda out, tgt: anchor_free_loss(model, out[0], out[1], out[2], tgt[0], tgt[1]),
+        describe=f"anchor-free (YOLOv8-style) on {cfg.backbone} ({_millions(model)}M parameters), "
+        f"maps {model.feature_sizes}, {model.num_points} anchor points, assigner {cfg.assigner} "
+        f"({type(assigner.rule).__name__})",
+    )
+
+
+def _millions(model: nn.Module) -> str:
+    return f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}"
+
+
 def _checkpoint_meta(cfg: DemoConfig, classes: tuple[str, ...]) -> dict:
     """What a checkpoint must agree on to be resumed by a run."""
-    return {"image_size": cfg.image_size, "backbone": cfg.backbone, "classes": list(classes)}
+    return {
+        "recipe": cfg.recipe,
+        "image_size": cfg.image_size,
+        "backbone": cfg.backbone,
+        "classes": list(classes),
+    }
 
 
 class CheckpointError(ValueError):
@@ -192,7 +275,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def run_demo(cfg: DemoConfig) -> DemoResult:
-    """Train, evaluate and ship the SSD demo as configured by ``cfg``."""
+    """Train, evaluate and ship the demo detector (``cfg.recipe``) as configured by ``cfg``."""
     t_start, cpu_start = time.perf_counter(), time.process_time()
     rank, world = _init_distributed()
     torch.set_num_threads(cfg.threads)
@@ -202,6 +285,12 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
         )
     if cfg.backbone not in BACKBONES:
         raise ValueError(f"--backbone must be one of {sorted(BACKBONES)}, got {cfg.backbone!r}")
+    if cfg.recipe not in RECIPES:
+        raise ValueError(f"--recipe must be one of {list(RECIPES)}, got {cfg.recipe!r}")
+    if cfg.epochs is None:
+        cfg = replace(cfg, epochs=RECIPE_EPOCHS[cfg.recipe])
+    if cfg.assigner not in ASSIGNER_NAMES:
+        raise ValueError(f"--assigner must be one of {list(ASSIGNER_NAMES)}, got {cfg.assigner!r}")
     device = torch.device(cfg.device)
     out = Path(cfg.out)
     if rank == 0:
@@ -217,9 +306,8 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     )
 
     torch.manual_seed(cfg.seed)
-    model = SSD(len(classes), cfg.image_size, backbone=cfg.backbone).to(device)
-    model = model.to(memory_format=torch.channels_last)
-    targets = SSDTargets().to(device)
+    recipe = _build_recipe(cfg, len(classes), device)
+    model = recipe.model.to(memory_format=torch.channels_last)
     params_bn = [p for n, p in model.named_parameters() if p.ndim <= 1]
     params_w = [p for n, p in model.named_parameters() if p.ndim > 1]
     optimizer = torch.optim.AdamW(
@@ -264,7 +352,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     net: nn.Module = DistributedDataParallel(model) if world > 1 else model
     flip_gen = torch.Generator()
     ground_truth = coco_ground_truth(val_ds, classes) if rank == 0 else None
-    inference = SSDInference(model)
+    inference = recipe.inference
     timing = {"data": 0.0, "forward": 0.0, "targets": 0.0, "backward": 0.0}
     timed_iters = 0
     metrics: CocoMetrics | None = None
@@ -272,12 +360,9 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     _log(
         cfg,
         rank,
-        f"model: SSD on {cfg.backbone} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters), "
-        f"maps {model.feature_sizes}, {model.num_anchors} default boxes; "
-        f"{world} process(es), batch {cfg.batch_size}, {iters_per_epoch} iterations/epoch",
+        f"model: {recipe.describe}; {world} process(es), batch {cfg.batch_size}, "
+        f"{iters_per_epoch} iterations/epoch",
     )
-
-    from tqdm import tqdm
 
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
@@ -285,14 +370,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             cfg.seed * 1_000_003 + epoch * 1009 + rank
         )  # flips depend on (seed, epoch, rank)
         net.train()
-        bar = tqdm(
-            total=iters_per_epoch,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            disable=rank != 0 or cfg.quiet,
-            dynamic_ncols=True,
-            leave=True,
-            file=sys.stdout,
-        )
+        bar = _progress_bar(iters_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", rank != 0 or cfg.quiet)
         sums = torch.zeros(3)
         t_epoch = time.perf_counter()
         t_data = time.perf_counter()
@@ -305,11 +383,11 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             padded = (gt_labels < 0).unsqueeze(-1)  # (B, M, 1)
             gt_boxes = torch.where(padded, -1.0, gt_boxes.to(device) / cfg.image_size)  # normalised
             t1 = time.perf_counter()
-            cls_logits, box_deltas = net(images)
+            outputs = recipe.forward(net, images)
             t2 = time.perf_counter()
-            cls_t, box_t, box_m = targets(model.anchors, cls_logits.detach(), gt_boxes, gt_labels)
+            step_targets = recipe.targets(outputs, gt_boxes, gt_labels)
             t3 = time.perf_counter()
-            cls_loss, box_loss = ssd_loss(cls_logits, box_deltas, cls_t, box_t, box_m)
+            cls_loss, box_loss = recipe.loss(outputs, step_targets)
             loss = cls_loss + box_loss
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -408,6 +486,7 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
             "minutes": result.minutes,
             "cpu_minutes": cpu_minutes,
             "epochs": cfg.epochs,
+            "ms_per_iteration": {k: 1000 * v / max(1, timed_iters) for k, v in timing.items()},
             "onnx_check": result.onnx_check,
             "files": result.files,
             "config": asdict(cfg),
@@ -425,6 +504,62 @@ def run_demo(cfg: DemoConfig) -> DemoResult:
     if world > 1:
         dist.barrier()
     return result
+
+
+class _LogProgress:
+    """The progress bar without a terminal: a plain line every :data:`LOG_INTERVAL` seconds
+    and one at the end, so that a log file reads line by line (tqdm's interface, the part used)."""
+
+    def __init__(self, total: int, desc: str, interval: float = LOG_INTERVAL) -> None:
+        self.total, self.desc, self.interval = total, desc, interval
+        self.n = 0
+        self.postfix: dict[str, str] = {}
+        self.start = self.last = time.perf_counter()
+
+    def set_postfix(self, **values: str) -> None:
+        self.postfix = values
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        now = time.perf_counter()
+        if now - self.last >= self.interval and self.n < self.total:
+            self._print(now)
+
+    def close(self) -> None:
+        self._print(time.perf_counter())
+
+    def _print(self, now: float) -> None:
+        self.last = now
+        values = ", ".join(f"{k} {v}" for k, v in self.postfix.items())
+        print(
+            f"{self.desc}: {self.n}/{self.total} iterations [{now - self.start:.0f}s] {values}",
+            file=sys.stdout,
+            flush=True,
+        )
+
+
+class _NoProgress:
+    """A disabled progress bar (other ranks, ``--quiet``)."""
+
+    def set_postfix(self, **values: str) -> None:
+        pass
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, desc: str, disable: bool) -> Any:
+    """tqdm's bar on a terminal; periodic plain lines otherwise (:class:`_LogProgress`)."""
+    if disable:
+        return _NoProgress()
+    if not sys.stdout.isatty():
+        return _LogProgress(total, desc)
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=True, file=sys.stdout)
 
 
 def _average_buffers(model: nn.Module, world: int) -> None:
@@ -449,7 +584,7 @@ def _timing_table(timing: dict[str, float], iters: int, batch_size: int) -> str:
 
 def _finish(
     cfg: DemoConfig,
-    inference: SSDInference,
+    inference: nn.Module,
     dets: Detections,
     val_ds: Dataset,
     classes: tuple[str, ...],
