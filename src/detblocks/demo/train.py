@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -25,13 +25,17 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from .anchor_free import (
+    ASSIGNERS,
+    AnchorFreeDetector,
+    AnchorFreeInference,
+    AnchorFreeTargets,
+    anchor_free_loss,
+)
 from .data import CocoJsonDataset, DatasetError, ShapesDataset, collate, split_indices
 from .evaluate import CocoMetrics, Detections, coco_evaluate, coco_ground_truth, predict
 from .model import BACKBONES, SSD, SSDInference
 from .targets import SSDTargets, ssd_loss
-
-if TYPE_CHECKING:
-    from .anchor_free import AnchorFreeDetector
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -57,7 +61,7 @@ RECIPES: tuple[str, ...] = ("ssd", "anchor-free")
 #: anchor-free detector costs more per iteration and learns faster per image).
 RECIPE_EPOCHS: dict[str, int] = {"ssd": 4, "anchor-free": 3}
 #: Target assigners of the anchor-free recipe (``--assigner``), :mod:`detblocks.assign`'s rules.
-ASSIGNER_NAMES: tuple[str, ...] = ("tal", "simota", "dsl", "atss")
+ASSIGNER_NAMES: tuple[str, ...] = tuple(ASSIGNERS)
 # Without a terminal (a log file, CI), the progress bar prints a plain line this often
 # (in seconds) and at the end of each epoch, instead of carriage-return updates.
 LOG_INTERVAL = 15.0
@@ -194,7 +198,7 @@ class _Recipe:
 
 
 def _build_recipe(cfg: DemoConfig, num_classes: int, device: torch.device) -> _Recipe:
-    """The model and training step of ``cfg.recipe`` (the anchor-free modules load only for it)."""
+    """The model and training step of ``cfg.recipe``."""
     if cfg.recipe == "ssd":
         ssd = SSD(num_classes, cfg.image_size, backbone=cfg.backbone).to(device)
         ssd_targets = SSDTargets().to(device)
@@ -209,8 +213,6 @@ def _build_recipe(cfg: DemoConfig, num_classes: int, device: torch.device) -> _R
             describe=f"SSD on {cfg.backbone} ({_millions(ssd)}M parameters), maps {ssd.feature_sizes}, "
             f"{ssd.num_anchors} default boxes",
         )
-    from .anchor_free import AnchorFreeDetector, AnchorFreeInference, AnchorFreeTargets, anchor_free_loss
-
     model = AnchorFreeDetector(num_classes, cfg.image_size, backbone=cfg.backbone).to(device)
     assigner = AnchorFreeTargets(cfg.assigner, num_classes).to(device)
     size = float(cfg.image_size)
