@@ -293,11 +293,13 @@ def test_coco_json_dataset_reads_and_rescales(tmp_path):
     assert target["labels"].tolist() == [(a["category_id"] - 10) // 3 for a in rows]
 
 
-def test_demo_trains_on_coco_json(tmp_path, capsys):
+@pytest.mark.parametrize("recipe", ["ssd", "anchor-free"])
+def test_demo_trains_on_coco_json(tmp_path, capsys, recipe):
     ann, img_dir, _ = _write_coco(tmp_path / "coco")
     out = tmp_path / "run"
-    code = demo_main([*TINY, "--epochs", "2", "--iters", "2", "--data", str(ann), "--images", str(img_dir),
-                      "--val-fraction", "0.25", "--out", str(out), "--no-export"])  # fmt: skip
+    code = demo_main([*TINY, "--recipe", recipe, "--epochs", "2", "--iters", "2", "--data", str(ann),
+                      "--images", str(img_dir), "--val-fraction", "0.25", "--out", str(out),
+                      "--no-export"])  # fmt: skip
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "9 train / 3 val images" in printed
