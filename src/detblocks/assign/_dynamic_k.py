@@ -49,9 +49,10 @@ from detblocks._checks import (
 )
 from detblocks.assign._common import BACKGROUND, Assignment, check_ground_truth, real_rows
 
-#: Pairs (ground truth x candidate) evaluated at once by the eager path: the float32
-#: planes of one block stay about 1 MiB each (cache-sized, reused allocations).
-CHUNK_ELEMENTS: int = 1 << 18
+#: Pairs (ground truth x candidate) evaluated at once by the eager path: 4 MiB per
+#: float32 plane of a block. Smaller blocks fit the cache better on an idle machine but
+#: multiply the parallel regions, each of which waits for both threads on a busy one.
+CHUNK_ELEMENTS: int = 1 << 20
 
 #: Key of a pair that is not a candidate: above every real key.
 _NO_KEY = torch.iinfo(torch.int64).max
