@@ -265,6 +265,11 @@ def box_nms(
     Returns:
         Tensor[B, N, K]: dtype of ``data``; float16/bfloat16 are compared in float32.
 
+    Host reads: the greedy suppression repeats keep-rounds until nothing changes (at most
+    ``topk + 1``, usually a handful); eager mode reads one flag back per round, also on an
+    accelerator. Under ``torch.compile``/``torch.export`` the rounds are a
+    ``torch.while_loop`` and nothing is read back.
+
     Example:
         >>> import torch
         >>> rows = torch.tensor([[[0, 0.9, 0, 0, 10, 10], [0, 0.8, 1, 1, 10, 10], [1, 0.7, 1, 1, 10, 10]]])
@@ -552,6 +557,8 @@ def ssd_detection_output(
 
     On CPU in eager mode (without autograd) the entries above ``thresh`` are gathered
     first, a few images at a time; the result is the same (tested bit for bit).
+
+    Host reads: as :func:`box_nms`, one flag per round of the suppression in eager mode.
 
     Example:
         >>> import torch
