@@ -62,6 +62,44 @@ def host_reads_free(*tensors: Tensor) -> bool:
     return not tracing() and all(t.device.type == "cpu" for t in tensors)
 
 
+#: Constants already on an accelerator, by (values, dtype, device); see :func:`constant`.
+_CONSTANTS: dict[tuple[object, torch.dtype, torch.device], Tensor] = {}
+_MAX_CONSTANTS = 256
+
+
+def on_host(device: torch.device) -> bool:
+    """Whether ``device`` is the host's memory (a copy of Python numbers there never waits)."""
+    return device.type in ("cpu", "meta")
+
+
+def constant(values: Sequence[object], dtype: torch.dtype, device: torch.device | str | None) -> Tensor:
+    """A small tensor of Python numbers (``stds``, ``means``, base anchors) on ``device``.
+
+    ``torch.tensor(values, device=cuda)`` is a blocking host-to-device copy: the host waits
+    until the device has finished its queued work. Off the host, each ``(values, dtype,
+    device)`` is therefore copied once and the same tensor is returned afterwards (callers
+    never write to it); on the host, and while tracing (where it is a graph constant), it is
+    made afresh.
+    """
+    device = torch.device(device) if device is not None else torch.get_default_device()
+    if tracing() or on_host(device):
+        return torch.tensor(values, dtype=dtype, device=device)
+    key = (_frozen(values), dtype, device)
+    hit = _CONSTANTS.get(key)
+    if hit is None:
+        if len(_CONSTANTS) >= _MAX_CONSTANTS:
+            _CONSTANTS.clear()
+        with torch.inference_mode(False):  # usable by autograd even when first made in inference mode
+            hit = _CONSTANTS[key] = torch.tensor(values, dtype=dtype, device=device)
+    return hit
+
+
+def _frozen(values: object) -> object:
+    if isinstance(values, (list, tuple)):
+        return tuple(_frozen(v) for v in values)
+    return values
+
+
 def value_checks_enabled(x: Tensor) -> bool:
     """Whether value checks should run for tensor ``x`` now."""
     if tracing():

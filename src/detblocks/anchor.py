@@ -147,7 +147,7 @@ def ssd_anchors(
     if clip:
         cy, cx = cy.clamp(0.0, im_h), cx.clamp(0.0, im_w)
     a = len(shapes)
-    wh = torch.tensor(shapes, dtype=work, device=device)  # (A, 2)
+    wh = _checks.constant(shapes, work, device)  # (A, 2)
     grid = torch.stack(
         [
             cx[None, :, None].expand(height, width, a),
@@ -349,7 +349,9 @@ class RPNAnchorGenerator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x, dtype = _feature_map(x)
-        base = torch.tensor(self._base, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+        base = _checks.constant(
+            self._base, torch.float64 if dtype == torch.float64 else torch.float32, x.device
+        )
         return rpn_anchors(x.shape[-2], x.shape[-1], base, self.stride, dtype=dtype, device=x.device)
 
     def extra_repr(self) -> str:

@@ -229,8 +229,8 @@ def encode_boxes(
 
     out_dtype = torch.promote_types(anchors.dtype, refs.dtype)
     work = _compute_dtype(out_dtype)
-    std = torch.tensor(stds, dtype=work, device=anchors.device)
-    mean = torch.tensor(means, dtype=work, device=anchors.device)
+    std = _checks.constant(stds, work, anchors.device)
+    mean = _checks.constant(means, work, anchors.device)
     if _positives_only(positive, anchors, refs):
         return _encode_positives(positive, matches, anchors, refs, std, mean, out_dtype)
     g = _pick(refs.to(work), matches, 1.0)  # (B, N, 4), the matched reference of every anchor
@@ -290,8 +290,8 @@ def decode_boxes(
     a = anchors.to(work)
     if convert_anchor:
         a = corner_to_center(a)
-    std = torch.tensor(stds, dtype=work, device=x.device)
-    mean = torch.tensor(means, dtype=work, device=x.device)
+    std = _checks.constant(stds, work, x.device)
+    mean = _checks.constant(means, work, x.device)
     fmax = torch.finfo(work).max
     deltas = (x.to(work) * std + mean).clamp(-fmax, fmax)  # (B, N, 4); inf saturates, NaN stays
     center = deltas[..., :2] * a[..., 2:] + a[..., :2]  # (B, N, 2)

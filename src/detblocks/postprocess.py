@@ -268,7 +268,10 @@ def box_nms(
     Host reads: the greedy suppression repeats keep-rounds until nothing changes (at most
     ``topk + 1``, usually a handful); eager mode reads one flag back per round, also on an
     accelerator. Under ``torch.compile``/``torch.export`` the rounds are a
-    ``torch.while_loop`` and nothing is read back.
+    ``torch.while_loop``: no graph break, but PyTorch 2.14's compiled loop still reads its
+    condition once per round on an accelerator (an exported ONNX ``Loop`` runs inside the
+    runtime). torchvision's CUDA ``nms`` likewise copies its suppression mask to the host
+    once per call.
 
     Example:
         >>> import torch
@@ -558,7 +561,7 @@ def ssd_detection_output(
     On CPU in eager mode (without autograd) the entries above ``thresh`` are gathered
     first, a few images at a time; the result is the same (tested bit for bit).
 
-    Host reads: as :func:`box_nms`, one flag per round of the suppression in eager mode.
+    Host reads: as :func:`box_nms`, one flag per round of the suppression.
 
     Example:
         >>> import torch
