@@ -109,6 +109,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if DEVICE.type == "cpu":
         return
+    # The docstring examples print CPU tensors: documentation, run on CPU only (deselected,
+    # as a skip marker cannot point at a line of a module's __test__ entry).
+    doctests = [item for item in items if isinstance(item, pytest.DoctestItem)]
+    if doctests:
+        config.hook.pytest_deselected(items=doctests)
+        items[:] = [item for item in items if not isinstance(item, pytest.DoctestItem)]
     for item in items:
         mark = item.get_closest_marker("cpu_only")
         if mark is not None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.export import Dim
 
+from conftest import DEVICE
 from detblocks.assign import Assignment, ATSSAssigner, atss_assign
 from detblocks.assign import atss as atss_mod
 
@@ -160,6 +161,7 @@ def _random_centres(seed: int, p: int, integer: bool):
 
 
 @pytest.mark.skipif(atss_mod._native is None, reason="native kernel not built")
+@pytest.mark.cpu_only("the native kernel runs on CPU tensors only")
 @pytest.mark.parametrize("integer", [False, True], ids=["random", "integer-centres"])
 def test_native_candidates_equal_the_pytorch_path_bit_for_bit(integer, monkeypatch):
     anchors, levels = grid_anchors()
@@ -183,6 +185,7 @@ def test_native_candidates_equal_the_pytorch_path_bit_for_bit(integer, monkeypat
 
 
 @pytest.mark.skipif(atss_mod._native is None, reason="native kernel not built")
+@pytest.mark.cpu_only("the native kernel runs on CPU tensors only")
 @pytest.mark.parametrize("topk", [1, 9, 70])
 def test_native_and_pytorch_assignments_are_identical(topk, monkeypatch):
     anchors, levels = grid_anchors()
@@ -332,7 +335,7 @@ def test_autocast_changes_nothing():
     anchors, levels = grid_anchors()
     labels, boxes = ground_truth(13, 2, 6)
     plain = atss_assign(anchors, levels, labels, boxes)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
         auto = atss_assign(anchors, levels, labels, boxes)
     assert all(torch.equal(x, y) for x, y in zip(plain, auto))
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import DEVICE
 from detblocks.assign import DynamicSoftLabelAssigner, _dynamic_k, dsl_assign
 from test_assign_simota import (
     LargestTensor,
@@ -158,7 +159,7 @@ def test_other_dtypes_compute_in_float32(dtype):
 def test_autocast_gives_the_float32_result():
     logits, boxes, gt_labels, gt_boxes = _scene(8)
     want = dsl_assign(PRIORS, logits, boxes, gt_labels, gt_boxes)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
         got = dsl_assign(PRIORS, logits, boxes, gt_labels, gt_boxes)
     assert all(torch.equal(x, y) for x, y in zip(got, want))
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.export import Dim
 
+from conftest import DEVICE
 from detblocks.assign import Assignment, MaxIoUAssigner, max_iou_assign
 from detblocks.assign import max_iou as max_iou_mod
 from detblocks.bbox import box_iou
@@ -263,7 +264,7 @@ def test_autocast_changes_nothing():
     anchors = anchors_grid()
     labels, boxes = ground_truth(13, 2, 6)
     plain = max_iou_assign(anchors, labels, boxes, **RETINANET)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
         auto = max_iou_assign(anchors, labels, boxes, **RETINANET)
     assert all(torch.equal(x, y) for x, y in zip(plain, auto))
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from conftest import DEVICE
 from detblocks.assign import SimOTAAssigner, _dynamic_k, simota_assign
 
 
@@ -266,7 +267,7 @@ def test_other_dtypes_compute_in_float32(dtype):
 def test_autocast_gives_the_float32_result():
     scores, boxes, gt_labels, gt_boxes = scene(8, PRIORS)
     want = simota_assign(PRIORS, scores, boxes, gt_labels, gt_boxes)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
         got = simota_assign(PRIORS, scores, boxes, gt_labels, gt_boxes)
     assert all(torch.equal(x, y) for x, y in zip(got, want))
 

@@ -16,6 +16,7 @@ import sys
 import pytest
 import torch
 
+from conftest import DEVICE
 from detblocks.assign import Assignment, TaskAlignedAssigner, task_aligned_assign
 from detblocks.assign import tal as tal_module
 
@@ -322,7 +323,7 @@ def test_dtypes(dtype):
 def test_autocast():
     scores, boxes, points, labels, gts = scene(7)
     want = task_aligned_assign(scores, boxes, points, labels, gts, num_classes=5)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
         got = task_aligned_assign(scores, boxes, points, labels, gts, num_classes=5)
     assert_identical(got, want)
 

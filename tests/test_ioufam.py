@@ -448,7 +448,12 @@ def test_bad_input(call, exc, message):
 
 
 # --------------------------------------------------------------------------- native kernel
-needs_native = pytest.mark.skipif(bbox._native_ioufam is None, reason="native IoU-family kernel not built")
+_native_built = pytest.mark.skipif(bbox._native_ioufam is None, reason="native IoU-family kernel not built")
+
+
+def needs_native(test):
+    """Tests of the native kernel: built, and on CPU tensors (the only ones it takes)."""
+    return pytest.mark.cpu_only("the native kernel runs on CPU tensors only")(_native_built(test))
 
 
 def test_native_built_where_a_c_compiler_is():

@@ -21,7 +21,12 @@ from detblocks.matcher import HungarianMatcher, hungarian_match, linear_sum_assi
 scipy_optimize = pytest.importorskip("scipy.optimize")
 
 NATIVE_BUILT = _optimal._lsa is not None
-needs_native = pytest.mark.skipif(not NATIVE_BUILT, reason="detblocks._native_lsa is not built")
+_native_built = pytest.mark.skipif(not NATIVE_BUILT, reason="detblocks._native_lsa is not built")
+
+
+def needs_native(test):
+    """Tests of the native solver: built, and on CPU tensors (the only ones it takes)."""
+    return pytest.mark.cpu_only("the native solver runs on CPU tensors only")(_native_built(test))
 
 
 @pytest.fixture(params=["native", "python"])
@@ -54,11 +59,11 @@ def check_against_scipy(
 ) -> None:
     """A valid one-to-one assignment of min(N, M_b) pairs, no +inf pair, SciPy's total cost,
     and SciPy's pairs when the optimum is unique."""
-    c = cost.double().numpy()
+    c = cost.double().cpu().numpy()
     B, N, M = c.shape
-    v = np.ones((B, M), dtype=bool) if valid is None else valid.numpy()
+    v = np.ones((B, M), dtype=bool) if valid is None else valid.cpu().numpy()
     assert got.dtype == torch.int64 and tuple(got.shape) == (B, N)
-    g = got.numpy()
+    g = got.cpu().numpy()
     for b in range(B):
         want, total = scipy_image(c[b], v[b])
         rows = np.nonzero(g[b] >= 0)[0]
@@ -133,7 +138,7 @@ def test_inf_forbids_pairs(N, M, path):
         cost = torch.rand(1, N, M, generator=g)
         cost[torch.rand(1, N, M, generator=g) < 0.3] = math.inf
         try:
-            scipy_optimize.linear_sum_assignment(cost[0].double().numpy())
+            scipy_optimize.linear_sum_assignment(cost[0].double().cpu().numpy())
         except ValueError:
             with pytest.raises(ValueError, match="image 0 is infeasible"):
                 linear_sum_assignment(cost)
@@ -398,8 +403,8 @@ def test_matcher_cost_equals_the_loop_reference(kwargs):
     scene = detr_scene(1, 3, 20, 6)
     want = reference_cost(*scene, **kwargs)
     p = HungarianMatcher(**kwargs)._params
-    got = _optimal._matching_cost(*scene, p).double().numpy()
-    real = scene[3].numpy() >= 0
+    got = _optimal._matching_cost(*scene, p).double().cpu().numpy()
+    real = scene[3].cpu().numpy() >= 0
     np.testing.assert_allclose(
         got[:, :, :][np.broadcast_to(real[:, None, :], got.shape)],
         want[np.broadcast_to(real[:, None, :], want.shape)],
@@ -421,12 +426,12 @@ def test_matcher_equals_the_reference_optimum(kwargs, B, Q, M, path):
     want = reference_cost(*scene, **kwargs)
     real = scene[3] >= 0
     for b in range(B):
-        g = got[b].numpy()
+        g = got[b].cpu().numpy()
         rows = np.nonzero(g >= 0)[0]
         assert real[b, g[rows]].all(), "a padded row matched"
         assert len(set(g[rows].tolist())) == len(rows)
         assert len(rows) == min(Q, int(real[b].sum()))
-        _, optimum = scipy_image(np.nan_to_num(want[b], nan=0.0), real[b].numpy())
+        _, optimum = scipy_image(np.nan_to_num(want[b], nan=0.0), real[b].cpu().numpy())
         assert abs(want[b, rows, g[rows]].sum() - optimum) <= 1e-4 * max(1.0, abs(optimum))
     assert torch.equal(got, hungarian_match(*scene, **kwargs))
 

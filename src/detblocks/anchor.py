@@ -179,6 +179,13 @@ def rpn_base_anchors(
         >>> rpn_base_anchors(16, 16, (1,), (2,))
         tensor([[-8., -8., 23., 23.]], dtype=torch.float64)
     """
+    return torch.tensor(_rpn_base_rows(stride, base_size, ratios, scales), dtype=torch.float64)
+
+
+def _rpn_base_rows(
+    stride: float, base_size: float, ratios: Sequence[float], scales: Sequence[float]
+) -> list[tuple[float, float, float, float]]:
+    """:func:`rpn_base_anchors` as Python numbers (checked arguments)."""
     stride = float(_checks.check_number("stride", stride, low=0, low_open=True))
     base_size = float(_checks.check_number("base_size", base_size, low=0, low_open=True))
     ratios_t = _numbers("ratios", ratios)
@@ -194,7 +201,7 @@ def rpn_base_anchors(
             rows.append(
                 (ctr - 0.5 * (w - 1.0), ctr - 0.5 * (h - 1.0), ctr + 0.5 * (w - 1.0), ctr + 0.5 * (h - 1.0))
             )
-    return torch.tensor(rows, dtype=torch.float64)
+    return rows
 
 
 def rpn_anchors(
@@ -339,8 +346,8 @@ class RPNAnchorGenerator(nn.Module):
         self.ratios = _numbers("ratios", ratios)
         self.scales = _numbers("scales", scales)
         # Kept as Python numbers, not a buffer: ``module.half()`` would round a floating buffer.
-        base = rpn_base_anchors(self.stride, self.base_size, self.ratios, self.scales)
-        self._base: tuple[tuple[float, ...], ...] = tuple(tuple(row) for row in base.tolist())
+        base = _rpn_base_rows(self.stride, self.base_size, self.ratios, self.scales)
+        self._base: tuple[tuple[float, ...], ...] = tuple(base)
 
     @property
     def num_depth(self) -> int:
