@@ -192,6 +192,46 @@ def test_conflicts_outside_every_region_are_rechecked_exactly(seed, monkeypatch)
     check(a, *simota_reference(PRIORS, scores, boxes, gt_labels, gt_boxes), gt_labels)
 
 
+@pytest.mark.parametrize("overlap", [True, False], ids=["boxes-overlap", "boxes-elsewhere"])
+def test_objects_short_of_k_inside_pick_the_cheapest_outside(overlap, monkeypatch):
+    """Small objects hold fewer than k priors inside their box-and-centre region and pick
+    the rest outside. With predicted boxes overlapping them, the eager shortcut proves the
+    non-overlapping pairs too dear and leaves them uncomputed (a stand-in cost); with every
+    predicted box elsewhere it must compute them all. Both equal the loop reference."""
+    stand_in = torch.tensor(3.0 * -math.log(1e-7) - (1.0 + 5 * 1e-3) + 1e5, dtype=torch.float32)
+    seen = []
+    match = _dynamic_k.dynamic_k_match
+
+    def spy(rows, cols, pair_costs, topk, **kwargs):
+        def costs(blk, w):
+            iou, cost_of = pair_costs(blk, w)
+
+            def recorded(k):
+                out = cost_of(k)
+                seen.append(int((out == stand_in).sum()))
+                return out
+
+            return iou, recorded
+
+        return match(rows, cols, costs, topk, **kwargs)
+
+    monkeypatch.setattr(_dynamic_k, "dynamic_k_match", spy)
+    scores, boxes, gt_labels, gt_boxes = scene(5, PRIORS, m=9)
+    gt_boxes[..., 2:] = gt_boxes[..., :2] + 3.0  # few priors inside: every object is short of k
+    gt_boxes[gt_labels < 0] = -1
+    if overlap:  # the first object of each image gets 30 boxes around it
+        boxes[:, :30] = (
+            gt_boxes[:, :1] + torch.randn(boxes.shape[0], 30, 4, generator=torch.Generator()) * 0.5
+        )
+        boxes[:, :30, 2:] = boxes[:, :30, :2] + 3.0
+    else:  # every predicted box far outside the image
+        boxes = boxes + 1000.0
+    a = simota_assign(PRIORS, scores, boxes, gt_labels, gt_boxes)
+    check(a, *simota_reference(PRIORS, scores, boxes, gt_labels, gt_boxes), gt_labels)
+    assert (a.matches >= 0).sum() > 5
+    assert (sum(seen) > 0) == overlap, seen
+
+
 def test_small_chunks_give_the_same_result(monkeypatch):
     scores, boxes, gt_labels, gt_boxes = scene(3, PRIORS)
     whole = simota_assign(PRIORS, scores, boxes, gt_labels, gt_boxes)

@@ -9,13 +9,15 @@ every candidate; ``k_g = max(1, int(sum of g's top-``topk`` IoUs))``; ``g`` pick
 
 Layout
 ------
-Ground truths are *rows* ``(img, row)``: in eager mode the real rows only (one host read,
-their number), under ``torch.compile``/``torch.export`` every padded row with a mask.
-Candidates are *columns* of a per-image layout ``(B, L)``: in eager mode each image's
-candidate priors, in prior order, padded to the largest count ``L`` (one host read);
-traced, ``L = N`` and every prior is a column with a mask. The rule evaluates its cost
-and IoU on blocks of rows x ``L`` columns (:data:`CHUNK_ELEMENTS` pairs at a time in
-eager mode, all rows traced), so working memory grows with the real ground truths times
+Ground truths are *rows* ``(img, row)``: in eager mode the real rows only (two host
+reads: their number per image, and the rows), under ``torch.compile``/``torch.export``
+every padded row with a mask. Candidates are *columns* of a per-image layout ``(B, L)``:
+in eager mode each image's candidate priors, in prior order, padded to the largest count
+``L`` (two host reads: the count per image, and the candidates); traced, ``L = N`` and
+every prior is a column with a mask. The rule evaluates its cost and IoU on blocks of
+rows x columns: in eager mode consecutive images' rows against as many columns as the
+widest of those images has (:data:`CHUNK_ELEMENTS` pairs at a time), traced every row
+against all ``L``, so working memory grows with the real ground truths times
 the candidates, never with ``B x M x N x C``: the class part of a cost needs only the
 ground truth's class column and one per-candidate sum over classes.
 
@@ -61,11 +63,13 @@ _LOW32 = 0xFFFFFFFF
 
 class Rows(NamedTuple):
     """Ground-truth rows taking part: ``img``, ``row`` (Tensor[R] int64) and ``ok``
-    (Tensor[R] bool, traced only; ``None`` when every row is real)."""
+    (Tensor[R] bool, traced only; ``None`` when every row is real); ``per_image`` the
+    number of rows of each image (eager only, on the host)."""
 
     img: Tensor
     row: Tensor
     ok: Tensor | None
+    per_image: list[int] | None = None
 
 
 class Columns(NamedTuple):
@@ -80,6 +84,7 @@ class Columns(NamedTuple):
     slot: Tensor
     prior_k: Tensor
     ok_k: Tensor | None
+    widths: list[int] | None = None  # candidates per image (eager only, on the host)
 
 
 def gt_rows(valid: Tensor) -> Rows:
@@ -90,8 +95,9 @@ def gt_rows(valid: Tensor) -> Rows:
         img = torch.arange(b, device=valid.device)[:, None].expand(b, m).reshape(-1)
         row = torch.arange(m, device=valid.device).expand(b, m).reshape(-1)
         return Rows(img, row, valid.reshape(-1))
-    flat = valid.reshape(-1).nonzero().squeeze(1)
-    return Rows(flat // m, flat % m, None)
+    per_image = valid.sum(1).tolist()  # host read: the rows of each image
+    flat = valid.reshape(-1).nonzero().squeeze(1)  # host read: the rows
+    return Rows(flat // m, flat % m, None, per_image)
 
 
 def row_blocks(rows: Rows, width: int) -> list[slice]:
@@ -101,6 +107,37 @@ def row_blocks(rows: Rows, width: int) -> list[slice]:
         return [slice(0, r)]
     step = max(1, CHUNK_ELEMENTS // max(width, 1))
     return [slice(i, min(i + step, r)) for i in range(0, r, step)]
+
+
+def column_blocks(rows: Rows, cols: Columns) -> list[tuple[slice, int]]:
+    """Blocks of rows evaluated together, each with the number of leading columns that
+    holds every candidate of its images: eager, consecutive images (rows come image by
+    image) while a block stays within :data:`CHUNK_ELEMENTS` pairs, so an image with few
+    candidates is not evaluated against the widest image's columns; traced, every row
+    against every column."""
+    width = cols.prior.shape[1]
+    if tracing() or rows.per_image is None or cols.widths is None:
+        return [(blk, width) for blk in row_blocks(rows, width)]
+    blocks: list[tuple[slice, int]] = []
+    start, taken, cols_needed = 0, 0, 0
+    for count, w in zip(rows.per_image, cols.widths):
+        if count == 0:
+            continue
+        w = min(max(w, 1), width)
+        if taken and (taken + count) * max(cols_needed, w) > CHUNK_ELEMENTS:
+            blocks.append((slice(start, start + taken), cols_needed))
+            start, taken, cols_needed = start + taken, 0, 0
+        if count * w > CHUNK_ELEMENTS:  # one image alone is too large: its rows in steps
+            step = max(1, CHUNK_ELEMENTS // max(w, 1))
+            blocks.extend(
+                (slice(i, min(i + step, start + count)), w) for i in range(start, start + count, step)
+            )
+            start += count
+            continue
+        taken, cols_needed = taken + count, max(cols_needed, w)
+    if taken:
+        blocks.append((slice(start, start + taken), cols_needed))
+    return blocks
 
 
 def region_mask(rows: Rows, inside: Callable[[slice], Tensor], b: int, n: int) -> Tensor:
@@ -125,7 +162,8 @@ def candidate_columns(region: Tensor) -> Columns:
         flat_prior = prior.reshape(-1)
         return Columns(prior, region, img, flat_prior, flat_prior, region.reshape(-1))
     counts = region.sum(1)  # (B,)
-    width = int(counts.max()) if b > 0 else 0  # host read: the widest image
+    widths = counts.tolist()  # host read: the candidates of each image
+    width = max(widths, default=0)
     idx = region.nonzero()  # (K, 2) in (image, prior) order
     img, prior_k = idx[:, 0], idx[:, 1]
     starts = torch.cumsum(counts, 0) - counts  # (B,)
@@ -133,7 +171,7 @@ def candidate_columns(region: Tensor) -> Columns:
     prior = torch.zeros((b, width), dtype=torch.int64, device=dev)
     prior[img, slot] = prior_k
     ok = torch.arange(width, device=dev) < counts[:, None]
-    return Columns(prior, ok, img, slot, prior_k, None)
+    return Columns(prior, ok, img, slot, prior_k, None, widths)
 
 
 def per_candidate(
@@ -183,7 +221,7 @@ def _smallest(keys: Tensor, k: int, largest: bool = False) -> tuple[Tensor, Tens
     return keys.topk(min(k, keys.shape[1]), dim=1, largest=largest, sorted=True)
 
 
-PairFn = Callable[[slice], tuple[Tensor, Callable[[Tensor], Tensor]]]
+PairFn = Callable[[slice, int], tuple[Tensor, Callable[[Tensor], Tensor]]]
 
 
 def dynamic_k_match(
@@ -197,9 +235,9 @@ def dynamic_k_match(
     """Dynamic-k matching: ``Tensor[B, L]`` int64, the ground-truth row each candidate
     column goes to, ``-1`` for none.
 
-    ``pair_costs(block)`` gives ``(iou, cost_of)`` for the rows ``block`` (a slice of
-    ``rows``) against their images' columns: ``iou (Tensor[R_block, L])`` float32, and
-    ``cost_of(k)`` the float32 costs ``Tensor[R_block, L]`` given the rows' dynamic k
+    ``pair_costs(block, w)`` gives ``(iou, cost_of)`` for the rows ``block`` (a slice of
+    ``rows``) against the first ``w`` columns of their images: ``iou (Tensor[R_block, w])``
+    float32, and ``cost_of(k)`` the float32 costs ``Tensor[R_block, w]`` given the rows' dynamic k
     (``Tensor[R_block]``); values at non-candidate columns are never read. Per row:
     ``k = max(1, int(sum of the top-topk IoUs))`` (summed in descending order, one after
     another, as mmdet's ``sum(0)`` over ``topk``'s output), then the ``k`` lowest costs
@@ -216,26 +254,27 @@ def dynamic_k_match(
     dev = cols.prior.device
     best = torch.full((b, width), _NO_KEY, dtype=torch.int64, device=dev)  # conflict keys
     picks_at, picks_row, picks_ok = [], [], []
-    for blk in row_blocks(rows, width):
+    for blk, w in column_blocks(rows, cols):
         img, row = rows.img[blk], rows.row[blk]
-        ok = cols.ok.index_select(0, img)  # (R, L)
+        ok = cols.ok[:, :w].index_select(0, img)  # (R, w)
         if rows.ok is not None:
             ok = ok & rows.ok[blk, None]
-        iou, cost_of = pair_costs(blk)  # (R, L)
+        iou, cost_of = pair_costs(blk, w)  # (R, w)
         top = _smallest(torch.where(ok, iou, -1.0), topk, largest=True).values.clamp(min=0)
         total = top[:, 0] if top.shape[1] else torch.zeros_like(iou[:, 0])
         for i in range(1, top.shape[1]):
             total = total + top[:, i]
         k = total.to(torch.int32).clamp(min=1)  # (R,) mmdet's int() then clamp(min=1)
-        high = cost_bits(cost_of(k)).bitwise_left_shift(32)  # (R, L)
-        key = torch.where(ok, high | cols.prior.index_select(0, img), _NO_KEY)
-        sel = _smallest(key, topk)
+        # (R, w) cost bits above 32 bits of prior or row; _NO_KEY (all ones) where not a
+        # candidate, which an OR leaves as it is
+        high = cost_bits(cost_of(k)).bitwise_left_shift_(32).masked_fill_(~ok, _NO_KEY)
+        sel = _smallest(high | cols.prior[:, :w].index_select(0, img), topk)
         chosen = (torch.arange(sel.values.shape[1], device=dev) < k[:, None]) & (sel.values != _NO_KEY)
         at = img[:, None] * width + sel.indices  # (R, topk) flat column
         picks_at.append(at.clamp(max=b * width - 1))  # traced padding entries are never chosen
         picks_row.append(row[:, None].expand_as(at))
         picks_ok.append(chosen)
-        conflict = torch.where(ok, high | row[:, None], _NO_KEY)
+        conflict = high.bitwise_or_(row[:, None])
         best.scatter_reduce_(0, img[:, None].expand_as(conflict), conflict, "amin")
     at = torch.cat(picks_at).reshape(-1)
     chosen = torch.cat(picks_ok).reshape(-1)

@@ -88,9 +88,9 @@ def dsl_assign(
     or whose logits are not all finite (or so large that its class cost overflows
     float32), is not a candidate, so it is never positive and does not count in any
     dynamic k. A padding row, or a ground truth with a non-finite coordinate, takes no
-    part. Eager mode reads three numbers back to the host per call (the real ground
-    truths, the candidates, the widest image's candidate count) and evaluates the pairs in
-    blocks of ``detblocks.assign._dynamic_k.CHUNK_ELEMENTS`` pairs; the traceable path reads
+    part. Eager mode reads the layout back to the host (four reads per call: ground
+    truths and candidates per image, and their lists) and evaluates the pairs in blocks
+    of ``detblocks.assign._dynamic_k.CHUNK_ELEMENTS`` pairs; the traceable path reads
     nothing and evaluates every (row, prior) pair.
 
     Example:
@@ -145,16 +145,16 @@ def dsl_assign(
     bx1, by1, bx2, by2 = cb.unbind(-1)
     labels = inp.gt_labels[rows.img, rows.row].clamp(min=0)  # (R,)
 
-    def pair_costs(blk: slice) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    def pair_costs(blk: slice, w: int) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
         img = rows.img[blk]
 
         def take(plane: Tensor) -> Tensor:
-            return plane.index_select(0, img)
+            return plane[:, :w].index_select(0, img)
 
         iou = dk.pair_iou(take(bx1), take(by1), take(bx2), take(by2), gx1[blk], gy1[blk], gx2[blk], gy2[blk])
         dist = ((take(cpx) - gcx[blk]).pow(2) + (take(cpy) - gcy[blk]).pow(2)).sqrt() / take(cstride)
         center = torch.pow(10, dist - soft_center_radius)
-        x_cls = inp.scores[img[:, None], cp.index_select(0, img), labels[blk, None]].to(torch.float32)
+        x_cls = inp.scores[img[:, None], take(cp), labels[blk, None]].to(torch.float32)
         cls = take(zero_col) - _soft_bce(x_cls, 0.0) + _soft_bce(x_cls, iou)
         iou_cost = torch.log(iou + _LOG_EPS).neg() * iou_weight
         cost = cls + iou_cost + center
