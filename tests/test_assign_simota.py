@@ -232,6 +232,36 @@ def test_objects_short_of_k_inside_pick_the_cheapest_outside(overlap, monkeypatc
     assert (sum(seen) > 0) == overlap, seen
 
 
+def test_a_conflict_decided_by_an_uncomputed_outside_cost_is_rechecked(monkeypatch):
+    """Objects 0 and 1 (class 0) hold no prior inside and see no predicted box: they
+    compute every pair and both take prior 0. Object 2 (class 1, dearer everywhere) sees
+    three boxes, so its pair with prior 0 (IoU 0) is left uncomputed, standing in below
+    its true cost and below theirs. The conflict over prior 0 is recomputed exactly: it
+    goes to object 0, as in the reference, not to object 2."""
+    calls = []
+    match = _dynamic_k.dynamic_k_match
+
+    def spy(*args, recheck=None, **kwargs):
+        def counted(flat):
+            calls.append(flat.tolist())
+            return recheck(flat)
+
+        return match(*args, recheck=counted if recheck else None, **kwargs)
+
+    monkeypatch.setattr(_dynamic_k, "dynamic_k_match", spy)
+    n = PRIORS.shape[0]
+    scores = torch.full((1, n, 3), 0.2)
+    scores[..., 1] = 0.01
+    gt_labels = torch.tensor([[0, 0, 1]])
+    gt_boxes = torch.tensor([[[5.0, 5, 7, 7], [5.5, 5.5, 7.5, 7.5], [37.0, 21, 39, 23]]])  # between priors
+    boxes = torch.tensor([200.0, 200, 210, 210]).expand(1, n, 4).clone()
+    near = ((PRIORS[:, 0] - 38).abs() < 12) & ((PRIORS[:, 1] - 22).abs() < 12)
+    boxes[0, near.nonzero().squeeze(1)[-3:]] = gt_boxes[0, 2]
+    a = simota_assign(PRIORS, scores, boxes, gt_labels, gt_boxes)
+    check(a, *simota_reference(PRIORS, scores, boxes, gt_labels, gt_boxes), gt_labels)
+    assert a.matches[0, 0] == 0 and calls == [[0]]
+
+
 def test_small_chunks_give_the_same_result(monkeypatch):
     scores, boxes, gt_labels, gt_boxes = scene(3, PRIORS)
     whole = simota_assign(PRIORS, scores, boxes, gt_labels, gt_boxes)

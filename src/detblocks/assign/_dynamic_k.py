@@ -33,7 +33,7 @@ and traced) run the same operations on the same values and pick the same pairs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -229,7 +229,7 @@ def dynamic_k_match(
     cols: Columns,
     pair_costs: PairFn,
     topk: int,
-    floor: float | None = None,
+    stand_ins: Sequence[float] = (),
     recheck: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Dynamic-k matching: ``Tensor[B, L]`` int64, the ground-truth row each candidate
@@ -244,11 +244,11 @@ def dynamic_k_match(
     (lower prior on ties). A column picked by several rows goes to the lowest cost over
     every row of its image (lower row on ties), one picked once to its picker.
 
-    Eager fast paths may leave costs they can prove irrelevant uncomputed, as ``floor``:
-    a value below every true cost it stands for and above every cost a row's selection
-    can reach. A column picked several times whose lowest cost is such a ``floor`` gets
-    its exact key ``cost bits << 32 | row`` from ``recheck(flat columns)`` (one host
-    read per call).
+    Eager fast paths may leave costs they can prove irrelevant uncomputed, as one of the
+    ``stand_ins``: a value at or below every true cost it stands for and above every
+    cost its row's selection reaches. A column picked several times whose lowest cost is
+    such a stand-in gets its exact key ``cost bits << 32 | row`` from ``recheck(flat
+    columns)`` (one host read per call).
     """
     b, width = cols.prior.shape
     dev = cols.prior.device
@@ -283,9 +283,10 @@ def dynamic_k_match(
     single = torch.full((b * width,), -1, dtype=torch.int64, device=dev)
     single = single.scatter_reduce(0, at, picker, "amax")
     best = best.reshape(-1)
-    if floor is not None and recheck is not None and not tracing():
-        stand_in = cost_bits(torch.tensor(floor, dtype=torch.float32, device=dev)) << 32
-        need = ((count > 1) & ((best & ~_LOW32) == stand_in)).nonzero().squeeze(1)  # host read
+    if stand_ins and recheck is not None and not tracing():
+        values = cost_bits(torch.tensor(list(stand_ins), dtype=torch.float32, device=dev)) << 32
+        lowest = (best & ~_LOW32)[:, None] == values  # (B * L, stand-ins)
+        need = ((count > 1) & lowest.any(1)).nonzero().squeeze(1)  # host read
         if need.numel():
             best = best.index_put((need,), recheck(need))
     cheapest = (best & _LOW32).to(torch.int64)

@@ -136,23 +136,27 @@ def simota_assign(
     px, py, sw, sh = inp.priors.unbind(-1)  # (N,)
     rx, ry = center_radius * sw, center_radius * sh  # (N,) centre-region half-sides
 
-    def region(blk: slice) -> Tensor:  # (R_blk, N): in the box or in the centre region
-        x1, y1, x2, y2, cx, cy = gx1[blk], gy1[blk], gx2[blk], gy2[blk], gcx[blk], gcy[blk]
-        in_box = (px > x1) & (py > y1) & (x2 > px) & (y2 > py)
-        in_ctr = (px > cx - rx) & (py > cy - ry) & (cx + rx > px) & (cy + ry > py)
-        return in_box | in_ctr
-
-    box_ok = torch.isfinite(inp.boxes).all(-1) & torch.isfinite(inp.priors).all(-1)  # (B, N)
-    cols = dk.candidate_columns(dk.region_mask(rows, region, b, n) & box_ok)
-
     # Eager shortcut: a pair outside the box-and-centre region costs at least 1e5, more
     # than any pair inside it can (weights permitting); a row with at least k pairs
     # inside picks among those, so the others' costs are needed only in rows with fewer
     # (and there, while they are not proven too dear, see ``cost_of``) and for conflicts
-    # no inside pair decides (``recheck``).
-    c = pred_scores.shape[2]
+    # no inside pair decides (``recheck``). The pairs inside are listed by the region
+    # test.
+    c = inp.scores.shape[2]
     ceiling = cls_weight * c * -_LOG_FLOOR + iou_weight * -math.log(_LOG_EPS)
     sparse = not tracing() and cls_weight >= 0 and iou_weight >= 0 and ceiling < _FLOOR - 1.0
+    inside_pairs: list[Tensor] = []  # (row, prior) pairs in the box and the centre region
+
+    def region(blk: slice) -> Tensor:  # (R_blk, N): in the box or in the centre region
+        x1, y1, x2, y2, cx, cy = gx1[blk], gy1[blk], gx2[blk], gy2[blk], gcx[blk], gcy[blk]
+        in_box = (px > x1) & (py > y1) & (x2 > px) & (y2 > py)
+        in_ctr = (px > cx - rx) & (py > cy - ry) & (cx + rx > px) & (cy + ry > py)
+        if sparse:  # (one host read per block)
+            inside_pairs.append((in_box & in_ctr).nonzero() + torch.tensor([blk.start, 0], device=dev))
+        return in_box.logical_or_(in_ctr)
+
+    box_ok = torch.isfinite(inp.boxes).all(-1) & torch.isfinite(inp.priors).all(-1)  # (B, N)
+    cols = dk.candidate_columns(dk.region_mask(rows, region, b, n) & box_ok)
 
     # Per candidate: whether its scores are probabilities (the class cost below is finite
     # exactly then), and the class cost against an all-zero target, sum_c -log(1 - p_c):
@@ -203,15 +207,29 @@ def simota_assign(
     gtx1, gty1, gtx2, gty2, gtcx, gtcy = (v[:, 0] for v in (gx1, gy1, gx2, gy2, gcx, gcy))  # (R,)
     labels = inp.gt_labels[rows.img, rows.row].clamp(min=0)  # (R,)
 
+    def pair_iou(r: Tensor, take: Callable[[Tensor], Tensor]) -> Tensor:
+        """IoU of rows ``r`` with the predicted boxes of the columns read by ``take`` from
+        a ``(B, L)`` plane (broadcast together)."""
+        x1, y1, x2, y2 = gtx1[r], gty1[r], gtx2[r], gty2[r]
+        return dk.pair_iou(take(bx1), take(by1), take(bx2), take(by2), x1, y1, x2, y2)
+
     def geometry(r: Tensor, take: Callable[[Tensor], Tensor]) -> tuple[Tensor, Tensor]:
-        """IoU and whether the prior is in the box and the centre region, for rows ``r``
-        against columns read by ``take`` from a ``(B, L)`` plane (broadcast together)."""
+        """:func:`pair_iou`, and whether the prior is in the box and the centre region."""
         x1, y1, x2, y2, cx, cy = gtx1[r], gty1[r], gtx2[r], gty2[r], gtcx[r], gtcy[r]
-        iou = dk.pair_iou(take(bx1), take(by1), take(bx2), take(by2), x1, y1, x2, y2)
         qx, qy, qrx, qry = take(cpx), take(cpy), take(crx), take(cry)
         in_box = (qx > x1) & (qy > y1) & (x2 > qx) & (y2 > qy)
         in_ctr = (qx > cx - qrx) & (qy > cy - qry) & (cx + qrx > qx) & (cy + qry > qy)
-        return iou, in_box & in_ctr
+        return pair_iou(r, take), in_box & in_ctr
+
+    if sparse:  # the pairs inside as (row, column), and where each row's pairs start
+        slot_of = torch.full((b, n), -1, dtype=torch.int64, device=dev)
+        slot_of[cols.img, cols.prior_k] = cols.slot
+        pairs = (
+            torch.cat(inside_pairs) if inside_pairs else torch.zeros((0, 2), dtype=torch.int64, device=dev)
+        )
+        in_row = pairs[:, 0].contiguous()
+        in_col = slot_of[rows.img[in_row], pairs[:, 1]]
+        starts = torch.searchsorted(in_row, torch.arange(rows.img.shape[0] + 1, device=dev)).tolist()
 
     def cost(r: Tensor, img: Tensor, j: Tensor, iou: Tensor, inside: Tensor) -> Tensor:
         """mmdet's cost of the pairs of rows ``r`` and columns ``j`` of images ``img``
@@ -233,9 +251,15 @@ def simota_assign(
         def rows_of(plane: Tensor) -> Tensor:
             return plane[:, :w].index_select(0, img)
 
-        iou, inside = geometry(r, rows_of)  # (R_blk, w)
         if not sparse:
+            iou, inside = geometry(r, rows_of)  # (R_blk, w)
             return iou, lambda k: cost(r, img[:, None], torch.arange(w, device=dev), iou, inside)
+        iou = pair_iou(r, rows_of)  # (R_blk, w)
+        inside = torch.zeros(iou.shape, dtype=torch.bool, device=dev)
+        at = slice(starts[blk.start], starts[blk.stop])
+        col = in_col[at]
+        listed = col >= 0  # (a prior inside the region whose box is not finite: no column)
+        inside[(in_row[at] - blk.start)[listed], col[listed]] = True
 
         def fill(out: Tensor, pairs: Tensor, within: Tensor) -> None:  # exact costs at pairs
             ri, ji = pairs.nonzero().unbind(1)
@@ -276,7 +300,7 @@ def simota_assign(
         return best.scatter_reduce(0, q, key, "amin")
 
     owner = dk.dynamic_k_match(
-        rows, cols, pair_costs, candidate_topk, floor=_FLOOR if sparse else None, recheck=recheck
+        rows, cols, pair_costs, candidate_topk, stand_ins=(_FLOOR, dear) if sparse else (), recheck=recheck
     )
     return dk.finish(inp, dk.to_priors(cols, owner, n))
 
