@@ -45,6 +45,7 @@ setup(
         Extension("detblocks._native", ["src/detblocks/_native.c"], optional=True),
         Extension("detblocks._native_lsa", ["src/detblocks/_native_lsa.c"], optional=True),
         Extension("detblocks._native_ioufam", ["src/detblocks/_native_ioufam.c"], optional=True),
+        Extension("detblocks._native_dynk", ["src/detblocks/_native_dynk.c"], optional=True),
         # -fno-math-errno: sqrtf stays the IEEE square root but vectorises (no errno to set).
         Extension(
             "detblocks._native_atss",

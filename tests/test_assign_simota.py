@@ -20,7 +20,7 @@ from torch.utils import _pytree as pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import DEVICE
-from detblocks.assign import SimOTAAssigner, _dynamic_k, simota_assign
+from detblocks.assign import SimOTAAssigner, _dynamic_k, dsl_assign, simota_assign
 
 
 # --------------------------------------------------------------------------- scenes
@@ -204,14 +204,14 @@ def test_objects_short_of_k_inside_pick_the_cheapest_outside(overlap, monkeypatc
 
     def spy(rows, cols, pair_costs, topk, **kwargs):
         def costs(blk, w):
-            iou, cost_of = pair_costs(blk, w)
+            iou, cost_of, *known_k = pair_costs(blk, w)
 
             def recorded(k):
                 out = cost_of(k)
                 seen.append(int((out == stand_in).sum()))
                 return out
 
-            return iou, recorded
+            return (iou, recorded, *known_k)
 
         return match(rows, cols, costs, topk, **kwargs)
 
@@ -397,3 +397,65 @@ def test_crowded_image_memory_grows_with_its_candidates(monkeypatch):
     assert mode.largest < dense / 8, (mode.largest, dense)
     assert (a.matches[0] >= 0).sum() > 50
     check(a, *simota_reference(priors, scores, boxes, gt_labels, gt_boxes), gt_labels)
+
+
+# --------------------------------------------------------------------------- native kernel
+def _torch_iou_k(gt, img, boxes, ok, w, topk):
+    """The PyTorch path of a block's IoUs and dynamic k (as ``dynamic_k_match`` runs it)."""
+
+    def take(plane):
+        return plane[:, :w].index_select(0, img)
+
+    iou = _dynamic_k.pair_iou(*(take(p) for p in boxes.unbind(-1)), *(gt[:, i : i + 1] for i in range(4)))
+    top = _dynamic_k._smallest(torch.where(take(ok), iou, -1.0), topk, largest=True).values.clamp(min=0)
+    total = top[:, 0] if top.shape[1] else torch.zeros(gt.shape[0])
+    for i in range(1, top.shape[1]):
+        total = total + top[:, i]
+    return iou, total.to(torch.int32).clamp(min=1)
+
+
+@pytest.mark.cpu_only("the native kernel runs on CPU tensors only")
+@pytest.mark.skipif(_dynamic_k._native is None, reason="native dynamic-k kernel not built")
+@pytest.mark.parametrize("w,topk", [(37, 10), (5, 10), (37, 13), (0, 10), (37, 1)])
+def test_native_iou_and_k_equal_the_pytorch_path_bit_for_bit(w, topk):
+    """Random, degenerate (zero-area, inverted) and non-finite boxes; candidates and
+    non-candidates; blocks narrower than the layout and narrower than topk."""
+    g = torch.Generator().manual_seed(w * 100 + topk)
+    b, width, r = 3, 37, 11
+    low = torch.rand(b, width, 2, generator=g) * 50
+    boxes = torch.cat([low, low + torch.rand(b, width, 2, generator=g) * 30 - 3], -1)  # some inverted
+    boxes[0, :4, 2:] = boxes[0, :4, :2]  # zero area
+    boxes[1, 5] = float("nan")
+    boxes[2, 6, 0] = float("inf")
+    ok = torch.rand(b, width, generator=g) < 0.7
+    ok[1, 5] = ok[2, 6] = False  # a non-finite box is never a candidate
+    low = torch.rand(r, 2, generator=g) * 50
+    gt = torch.cat([low, low + 2 + torch.rand(r, 2, generator=g) * 30], -1)
+    gt[0, 2:] = gt[0, :2]  # a zero-area ground truth
+    img = torch.randint(0, b, (r,), generator=g)
+    got = _dynamic_k.iou_and_k(gt, img, boxes, ok, w, topk)
+    assert got is not None
+    want = _torch_iou_k(gt, img, boxes, ok, w, topk)
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(got[1], want[1])
+
+
+@pytest.mark.cpu_only("the native kernel runs on CPU tensors only")
+@pytest.mark.skipif(_dynamic_k._native is None, reason="native dynamic-k kernel not built")
+def test_native_kernel_gives_the_assignment_of_the_pytorch_path(monkeypatch):
+    """SimOTA and DSL assign the same with and without the kernel, on any thread count."""
+    scores, boxes, gt_labels, gt_boxes = scene(4, PRIORS, m=12)
+    logits = scores.logit()
+    with_kernel = simota_assign(PRIORS, scores, boxes, gt_labels, gt_boxes)
+    dsl = dsl_assign(PRIORS, logits, boxes, gt_labels, gt_boxes)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = simota_assign(PRIORS, scores, boxes, gt_labels, gt_boxes)
+    finally:
+        torch.set_num_threads(before)
+    monkeypatch.setattr(_dynamic_k, "_native", None)
+    without = simota_assign(PRIORS, scores, boxes, gt_labels, gt_boxes)
+    for x, y, z in zip(with_kernel, without, one):
+        assert torch.equal(x, y) and torch.equal(x, z)
+    assert all(torch.equal(x, y) for x, y in zip(dsl, dsl_assign(PRIORS, logits, boxes, gt_labels, gt_boxes)))

@@ -39,6 +39,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from detblocks import _kernels
 from detblocks._checks import (
     check_batch,
     check_boxes,
@@ -46,10 +47,16 @@ from detblocks._checks import (
     check_float,
     check_in_range,
     check_rank,
+    eager_cpu,
     shape_str,
     tracing,
 )
 from detblocks.assign._common import BACKGROUND, Assignment, check_ground_truth, real_rows
+
+#: The native kernel of a block's IoUs and dynamic k (``None``: not built, or turned off).
+_native = _kernels.load("_native_dynk")
+#: The largest ``topk`` the native kernel takes.
+_NATIVE_TOPK = 64
 
 #: Pairs (ground truth x candidate) evaluated at once by the eager path: 4 MiB per
 #: float32 plane of a block. Smaller blocks fit the cache better on an idle machine but
@@ -221,7 +228,45 @@ def _smallest(keys: Tensor, k: int, largest: bool = False) -> tuple[Tensor, Tens
     return keys.topk(min(k, keys.shape[1]), dim=1, largest=largest, sorted=True)
 
 
-PairFn = Callable[[slice, int], tuple[Tensor, Callable[[Tensor], Tensor]]]
+#: ``pair_costs(block, w)``: ``(iou, cost_of)``, or ``(iou, cost_of, k)`` with the rows'
+#: dynamic k already computed (by :func:`iou_and_k`).
+PairFn = Callable[[slice, int], tuple]
+
+
+def iou_and_k(
+    gt: Tensor, img: Tensor, boxes: Tensor, ok: Tensor, w: int, topk: int
+) -> tuple[Tensor, Tensor] | None:
+    """By the native kernel: the IoU (:func:`pair_iou`) of the rows ``gt (Tensor[R, 4])``
+    of images ``img (Tensor[R])`` with the predicted boxes of the first ``w`` columns of
+    their images, ``boxes (Tensor[B, L, 4])``, and each row's dynamic k over the candidate
+    columns ``ok (Tensor[B, L] bool)``, exactly as :func:`dynamic_k_match` computes them;
+    ``None`` where the kernel does not apply (not built, not eager float32 CPU, a
+    ``topk`` above 64)."""
+    if (
+        _native is None
+        or topk > _NATIVE_TOPK
+        or not (gt.dtype == boxes.dtype == torch.float32)
+        or not eager_cpu(gt, boxes)
+    ):
+        return None
+    gt, img, boxes, ok = gt.contiguous(), img.contiguous(), boxes.contiguous(), ok.contiguous()
+    rows = gt.shape[0]
+    iou = torch.empty((rows, w), dtype=torch.float32)
+    k = torch.empty(rows, dtype=torch.int32)
+    _native.iou_k(
+        gt.data_ptr(),
+        img.data_ptr(),
+        boxes.data_ptr(),
+        ok.data_ptr(),
+        rows,
+        boxes.shape[1],
+        w,
+        topk,
+        iou.data_ptr(),
+        k.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return iou, k
 
 
 def dynamic_k_match(
@@ -259,12 +304,15 @@ def dynamic_k_match(
         ok = cols.ok[:, :w].index_select(0, img)  # (R, w)
         if rows.ok is not None:
             ok = ok & rows.ok[blk, None]
-        iou, cost_of = pair_costs(blk, w)  # (R, w)
-        top = _smallest(torch.where(ok, iou, -1.0), topk, largest=True).values.clamp(min=0)
-        total = top[:, 0] if top.shape[1] else torch.zeros_like(iou[:, 0])
-        for i in range(1, top.shape[1]):
-            total = total + top[:, i]
-        k = total.to(torch.int32).clamp(min=1)  # (R,) mmdet's int() then clamp(min=1)
+        iou, cost_of, *known = pair_costs(blk, w)  # (R, w)
+        if known:
+            k = known[0]
+        else:
+            top = _smallest(torch.where(ok, iou, -1.0), topk, largest=True).values.clamp(min=0)
+            total = top[:, 0] if top.shape[1] else torch.zeros_like(iou[:, 0])
+            for i in range(1, top.shape[1]):
+                total = total + top[:, i]
+            k = total.to(torch.int32).clamp(min=1)  # (R,) mmdet's int() then clamp(min=1)
         # (R, w) cost bits above 32 bits of prior or row; _NO_KEY (all ones) where not a
         # candidate, which an OR leaves as it is
         high = cost_bits(cost_of(k)).bitwise_left_shift_(32).masked_fill_(~ok, _NO_KEY)

@@ -151,14 +151,20 @@ def dsl_assign(
         def take(plane: Tensor) -> Tensor:
             return plane[:, :w].index_select(0, img)
 
-        iou = dk.pair_iou(take(bx1), take(by1), take(bx2), take(by2), gx1[blk], gy1[blk], gx2[blk], gy2[blk])
+        native = dk.iou_and_k(g[blk], img, cb, cols.ok, w, topk)
+        if native is None:
+            iou = dk.pair_iou(
+                take(bx1), take(by1), take(bx2), take(by2), gx1[blk], gy1[blk], gx2[blk], gy2[blk]
+            )
+        else:
+            iou = native[0]
         dist = ((take(cpx) - gcx[blk]).pow(2) + (take(cpy) - gcy[blk]).pow(2)).sqrt() / take(cstride)
         center = torch.pow(10, dist - soft_center_radius)
         x_cls = inp.scores[img[:, None], take(cp), labels[blk, None]].to(torch.float32)
         cls = take(zero_col) - _soft_bce(x_cls, 0.0) + _soft_bce(x_cls, iou)
         iou_cost = torch.log(iou + _LOG_EPS).neg() * iou_weight
         cost = cls + iou_cost + center
-        return iou, lambda k: cost
+        return (iou, lambda k: cost) if native is None else (iou, lambda k: cost, native[1])
 
     owner = dk.dynamic_k_match(rows, cols, pair_costs, topk)
     return dk.finish(inp, dk.to_priors(cols, owner, n))

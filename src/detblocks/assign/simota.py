@@ -254,7 +254,8 @@ def simota_assign(
         if not sparse:
             iou, inside = geometry(r, rows_of)  # (R_blk, w)
             return iou, lambda k: cost(r, img[:, None], torch.arange(w, device=dev), iou, inside)
-        iou = pair_iou(r, rows_of)  # (R_blk, w)
+        native = dk.iou_and_k(g[blk], img, cb, cols.ok, w, candidate_topk)
+        iou = pair_iou(r, rows_of) if native is None else native[0]  # (R_blk, w)
         inside = torch.zeros(iou.shape, dtype=torch.bool, device=dev)
         at = slice(starts[blk.start], starts[blk.stop])
         col = in_col[at]
@@ -285,7 +286,7 @@ def simota_assign(
             fill(out, rest & lacking, within)
             return out
 
-        return iou, cost_of
+        return (iou, cost_of) if native is None else (iou, cost_of, native[1])
 
     def recheck(flat: Tensor) -> Tensor:  # exact key of conflicted columns over all rows
         q, r = (rows.img[None, :] == (flat // width)[:, None]).nonzero().unbind(1)  # (pairs,)

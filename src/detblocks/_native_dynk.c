@@ -1,0 +1,130 @@
+/*
+ * Native CPU kernel of detblocks.assign._dynamic_k (optional: without it the package
+ * computes the same values with PyTorch ops).
+ *
+ * iou_k: for a block of ground-truth rows against the first `w` candidate columns of
+ * their images, the IoU of every (row, column) pair and every row's dynamic k.
+ *   - The IoU is mmdet's bbox_overlaps (eps 1e-6) in the PyTorch path's float32
+ *     operations and order (_dynamic_k.pair_iou): areas, the clamped intersection sides,
+ *     `union = max((area_a + area_g) - overlap, 1e-6)`, `overlap / union`. Every operation
+ *     is one IEEE float32 operation, with no fused multiply-add (see setup.py), so the
+ *     values are the PyTorch path's bit for bit. NaN propagates through min and max as
+ *     torch.minimum/maximum do.
+ *   - k is `max(1, int(t_0 + t_1 + ... ))`, the t_i the `topk` largest IoUs of the row's
+ *     candidate columns (ok), in descending order, each at least 0 (the PyTorch path's
+ *     topk of where(ok, iou, -1), clamped, summed one after another); at most `w` of them.
+ *
+ * Rows are split over `threads` OpenMP threads (PyTorch's own team when built with
+ * -fopenmp, see _native.c); without OpenMP on the calling thread.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define MAX_TOPK 64
+
+typedef struct {
+    const float *gt;      /* (R, 4) corner boxes of the rows */
+    const int64_t *img;   /* (R,) image of each row */
+    const float *boxes;   /* (B, L, 4) predicted corner boxes of the columns */
+    const uint8_t *ok;    /* (B, L) whether a column is a candidate */
+    int64_t width, w, topk;
+    float *iou;           /* (R, w) */
+    int32_t *k;           /* (R,) */
+} iou_k_job;
+
+static inline float fmin_nan(float a, float b) { return (a != a || b != b) ? (a != a ? a : b) : (a < b ? a : b); }
+static inline float fmax_nan(float a, float b) { return (a != a || b != b) ? (a != a ? a : b) : (a > b ? a : b); }
+/* torch's clamp(min=lo): NaN stays NaN. */
+static inline float clamp_min(float x, float lo) { return x < lo ? lo : x; }
+
+static void iou_k_rows(const iou_k_job *job, int64_t lo, int64_t hi) {
+    const int64_t w = job->w, topk = job->topk < w ? job->topk : w;
+    for (int64_t r = lo; r < hi; r++) {
+        const float gx1 = job->gt[4 * r], gy1 = job->gt[4 * r + 1], gx2 = job->gt[4 * r + 2],
+                    gy2 = job->gt[4 * r + 3];
+        const float area_g = (gx2 - gx1) * (gy2 - gy1);
+        const float *b = job->boxes + job->img[r] * job->width * 4;
+        const uint8_t *ok = job->ok + job->img[r] * job->width;
+        float *out = job->iou + r * w;
+        float top[MAX_TOPK]; /* the largest clamped values so far, descending */
+        int64_t held = 0;
+        for (int64_t j = 0; j < w; j++) {
+            const float ax1 = b[4 * j], ay1 = b[4 * j + 1], ax2 = b[4 * j + 2], ay2 = b[4 * j + 3];
+            const float area_a = (ax2 - ax1) * (ay2 - ay1);
+            const float iw = clamp_min(fmin_nan(ax2, gx2) - fmax_nan(ax1, gx1), 0.0f);
+            const float ih = clamp_min(fmin_nan(ay2, gy2) - fmax_nan(ay1, gy1), 0.0f);
+            const float overlap = iw * ih;
+            const float sum = area_a + area_g;
+            const float v = overlap / clamp_min(sum - overlap, 1e-6f);
+            out[j] = v;
+            if (topk == 0) continue;
+            const float t = ok[j] ? clamp_min(v, 0.0f) : 0.0f; /* where(ok, iou, -1), clamped */
+            if (held == topk && !(t > top[held - 1])) continue;
+            int64_t at = held < topk ? held++ : held - 1;
+            while (at > 0 && t > top[at - 1]) {
+                top[at] = top[at - 1];
+                at--;
+            }
+            top[at] = t;
+        }
+        float total = 0.0f;
+        if (held > 0) {
+            total = top[0];
+            for (int64_t i = 1; i < held; i++) total = total + top[i];
+        }
+        for (int64_t i = held; i < topk; i++) total = total + 0.0f;
+        int32_t k = (int32_t)total;
+        job->k[r] = k < 1 ? 1 : k;
+    }
+}
+
+/* iou_k(gt, img, boxes, ok, rows, width, w, topk, iou, k, threads): float32 gt (R, 4),
+ * int64 img (R,), float32 boxes (B, width, 4), bool ok (B, width), float32 iou (R, w),
+ * int32 k (R,), all contiguous. */
+static PyObject *native_iou_k(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long gt, img, boxes, ok, iou, k;
+    long long rows, width, w, topk;
+    int threads;
+    if (!PyArg_ParseTuple(args, "KKKKLLLLKKi", &gt, &img, &boxes, &ok, &rows, &width, &w, &topk, &iou, &k,
+                          &threads))
+        return NULL;
+    if (rows < 0 || width < 0 || w < 0 || w > width || topk < 0 || topk > MAX_TOPK) {
+        PyErr_SetString(PyExc_ValueError, "iou_k: bad sizes");
+        return NULL;
+    }
+    const iou_k_job job = {(const float *)(uintptr_t)gt, (const int64_t *)(uintptr_t)img,
+                           (const float *)(uintptr_t)boxes, (const uint8_t *)(uintptr_t)ok, width, w, topk,
+                           (float *)(uintptr_t)iou, (int32_t *)(uintptr_t)k};
+    if (threads < 1) threads = 1;
+    if (threads > rows) threads = rows < 1 ? 1 : (int)rows;
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+    {
+        int64_t t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num(), nt = omp_get_num_threads();
+#endif
+        iou_k_rows(&job, rows * t / nt, rows * (t + 1) / nt);
+    }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"iou_k", native_iou_k, METH_VARARGS, "IoU of rows against candidate columns, and each row's dynamic k."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native_dynk", "detblocks' native dynamic-k kernel.",
+                                    -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__native_dynk(void) { return PyModule_Create(&module); }
