@@ -26,7 +26,7 @@ unit: $(STAMP)
 	# The same golden cases and paths again without the native kernels (a machine without a C compiler).
 	DETBLOCKS_NATIVE=0 $(PY) -m pytest -n 2 --dist loadgroup -q \
 		tests/test_golden.py tests/test_bbox.py tests/test_matcher.py tests/test_sampler.py tests/test_coder.py \
-		tests/test_assign_atss.py
+		tests/test_assign_atss.py tests/test_assign_simota.py
 
 # The suites on another device: `make test-device DEVICE=cuda` (or DETBLOCKS_TEST_DEVICE=cuda make test).
 # Tests of CPU-only machinery are skipped there; DEVICE=meta runs the shape-only tests.
