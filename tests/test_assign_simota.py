@@ -167,22 +167,28 @@ def test_other_arguments_equal_the_loop_reference():
     check(a, *want, gt_labels)
 
 
-@pytest.mark.parametrize("seed", [3, 17])
-def test_conflicts_outside_every_region_are_rechecked_exactly(seed, monkeypatch):
-    """Small objects take priors outside their box-and-centre region; where such a prior
-    is taken twice and no region holds it, the eager shortcut's stand-in cost would decide
-    the conflict: the exact costs over every object are recomputed (these seeds reach it)."""
-    calls = []
+def rechecked_columns(monkeypatch) -> list[list[int]]:
+    """The flat columns of each call of the exact recheck of conflicts, as they happen."""
+    calls: list[list[int]] = []
     match = _dynamic_k.dynamic_k_match
 
     def spy(*args, recheck=None, **kwargs):
         def counted(flat):
-            calls.append(flat.numel())
+            calls.append(flat.tolist())
             return recheck(flat)
 
         return match(*args, recheck=counted if recheck else None, **kwargs)
 
     monkeypatch.setattr(_dynamic_k, "dynamic_k_match", spy)
+    return calls
+
+
+@pytest.mark.parametrize("seed", [3, 17])
+def test_conflicts_outside_every_region_are_rechecked_exactly(seed, monkeypatch):
+    """Small objects take priors outside their box-and-centre region; where such a prior
+    is taken twice and no region holds it, the eager shortcut's stand-in cost would decide
+    the conflict: the exact costs over every object are recomputed (these seeds reach it)."""
+    calls = rechecked_columns(monkeypatch)
     scores, boxes, gt_labels, gt_boxes = scene(seed, PRIORS, m=12)
     small = torch.rand(gt_boxes.shape[:2], generator=torch.Generator().manual_seed(seed)) < 0.6
     gt_boxes[..., 2:] = torch.where(small[..., None], gt_boxes[..., :2] + 5, gt_boxes[..., 2:])
@@ -238,17 +244,7 @@ def test_a_conflict_decided_by_an_uncomputed_outside_cost_is_rechecked(monkeypat
     three boxes, so its pair with prior 0 (IoU 0) is left uncomputed, standing in below
     its true cost and below theirs. The conflict over prior 0 is recomputed exactly: it
     goes to object 0, as in the reference, not to object 2."""
-    calls = []
-    match = _dynamic_k.dynamic_k_match
-
-    def spy(*args, recheck=None, **kwargs):
-        def counted(flat):
-            calls.append(flat.tolist())
-            return recheck(flat)
-
-        return match(*args, recheck=counted if recheck else None, **kwargs)
-
-    monkeypatch.setattr(_dynamic_k, "dynamic_k_match", spy)
+    calls = rechecked_columns(monkeypatch)
     n = PRIORS.shape[0]
     scores = torch.full((1, n, 3), 0.2)
     scores[..., 1] = 0.01
