@@ -150,5 +150,152 @@ def test_modern_workloads_run_detblocks_alone_without_ultralytics(capsys, monkey
 
 
 def test_modern_workloads_reject_unknown_names():
-    with pytest.raises(SystemExit, match="simota"):
-        bench.main(["--quick", "--workloads", "", "--no-sweep", "--modern", "simota"])
+    with pytest.raises(SystemExit, match="yolo_nas"):
+        bench.main(["--quick", "--workloads", "", "--no-sweep", "--modern", "yolo_nas"])
+
+
+def _hide_modules(monkeypatch, *prefixes):
+    """Make ``import`` of any module under ``prefixes`` fail, as if it were not installed."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def hidden(name, *args, **kwargs):
+        if name.split(".")[0] in prefixes:
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", hidden)
+
+
+def test_new_modern_inputs_have_the_yardstick_layouts():
+    for name in ("simota", "dsl", "atss", "hungarian"):
+        first, again = bench.modern_inputs(name, quick=True), bench.modern_inputs(name, quick=True)
+        assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+        batch, m, (lo, hi), _ = bench.MODERN_QUICK[name]
+        labels, boxes = first["gt_labels"], first["gt_boxes"]
+        assert labels.shape == (batch, m) and labels.dtype == torch.int64 and boxes.shape == (batch, m, 4)
+        for b in range(batch):
+            n = int((labels[b] >= 0).sum())
+            assert lo <= n <= hi and torch.all(labels[b, :n] >= 0) and torch.all(labels[b, :n] < 80)
+            assert torch.all(labels[b, n:] == -1) and torch.all(boxes[b, n:] == -1)
+    full = bench.MODERN_WORKLOADS
+    assert all(full[name] == (16, 50, (1, 50), 0) for name in ("simota", "dsl", "atss", "hungarian"))
+
+    simota, dsl = bench.modern_inputs("simota", quick=True), bench.modern_inputs("dsl", quick=True)
+    assert simota["priors"].shape == dsl["priors"].shape == (8400, 4)
+    assert simota["priors"][0].tolist() == [4.0, 4.0, 8.0, 8.0]  # YOLOX: cell centres
+    assert dsl["priors"][0].tolist() == [0.0, 0.0, 8.0, 8.0]  # RTMDet: cell corners
+    assert simota["priors"][-1].tolist() == [624.0, 624.0, 32.0, 32.0]
+    scores = simota["pred_scores"]
+    assert scores.shape == (2, 8400, 80) and torch.all((scores > 0) & (scores < 1))
+    assert dsl["pred_logits"].shape == (2, 8400, 80) and dsl["pred_logits"].median() < -3
+    for out in (simota, dsl):
+        pred = out["pred_boxes"]
+        assert pred.shape == (2, 8400, 4) and torch.all(pred[..., 2:] > pred[..., :2])
+
+    atss = bench.modern_inputs("atss", quick=True)
+    assert atss["anchors"].shape == (18134, 4)
+    assert atss["num_level_anchors"].tolist() == [13600, 3400, 850, 221, 63]
+    assert atss["anchors"][0].tolist() == [-32.0, -32.0, 32.0, 32.0]  # side 8 x stride 8 at (0, 0)
+
+    hungarian = bench.modern_inputs("hungarian", quick=True)
+    assert hungarian["pred_boxes"].shape == (2, 300, 4) and hungarian["pred_logits"].shape == (2, 300, 80)
+    pred = hungarian["pred_boxes"]
+    assert torch.all((pred >= 0.001) & (pred <= 0.999))
+    real = hungarian["gt_labels"] >= 0
+    gt = hungarian["gt_boxes"][real]
+    assert torch.all((gt[:, :2] > 0) & (gt[:, :2] < 1) & (gt[:, 2:] > 0) & (gt[:, 2:] <= 1))
+
+
+def test_new_modern_workloads_run_detblocks_alone_without_references(capsys, monkeypatch):
+    """simota, dsl and atss (mmdet's) and hungarian (ultralytics'): each runs and gives its
+    figures for detblocks; with the references hidden the output says they run alone."""
+    _hide_modules(monkeypatch, "mmdet", "mmengine", "mmcv", "mmdet_lite_shim", "ultralytics")
+    names = ("simota", "dsl", "atss", "hungarian")
+    results = bench.main(["--quick", "--workloads", "", "--no-sweep", "--modern", ",".join(names)])
+    out = capsys.readouterr().out
+    assert out.count("mmdet is not installed: detblocks alone") == 3, out
+    assert out.count("ultralytics is not installed: detblocks alone") == 1, out
+    assert set(results["modern"]) == set(names)
+    for name in names:
+        res = results["modern"][name]
+        assert res["reference"] == bench.MODERN_REFERENCE[name]
+        assert set(res["median_ms"]) == {"detblocks"} and res["median_ms"]["detblocks"] > 0
+        assert res["ratio"] is None and res["checks_agree"] is None
+        row = re.search(
+            rf"^\| {name} \| B=2, [^|]+ \| ({NUMBER}) \| {res['reference']} \| - \| - \|", out, re.M
+        )
+        assert row and float(row.group(1)) == pytest.approx(res["median_ms"]["detblocks"], abs=0.06), out
+    for name in ("simota", "dsl", "atss"):
+        check = results["modern"][name]["checks"]["detblocks"]
+        assert check["pos"] > 0 and 0 < check["quality_sum"] <= check["pos"]  # IoUs in (0, 1]
+    # every real object of every image gets one of the 300 queries
+    objects = int((bench.modern_inputs("hungarian", quick=True)["gt_labels"] >= 0).sum())
+    assert results["modern"]["hungarian"]["checks"]["detblocks"]["pairs"] == objects
+
+
+def test_hungarian_check_cost_is_the_matchers_own_cost():
+    """The float64 cost the hungarian check sums equals detblocks' matching cost at the pairs."""
+    from detblocks import _optimal
+    from detblocks.matcher import HungarianMatcher
+
+    inputs = bench.modern_inputs("hungarian", quick=True)
+    args = (inputs["pred_boxes"], inputs["pred_logits"], inputs["gt_boxes"], inputs["gt_labels"])
+    matcher = HungarianMatcher()
+    matches = matcher(*args)
+    cost = _optimal._matching_cost(*args, matcher._params)  # (B, Q, M) float32
+    pairs = [(torch.nonzero(row >= 0)[:, 0], row[row >= 0]) for row in matches]
+    expected = sum(float(cost[b, q, g].double().sum()) for b, (q, g) in enumerate(pairs))
+    assert bench._rtdetr_pair_cost(inputs, pairs) == pytest.approx(expected, rel=1e-5, abs=1e-4)
+
+
+def test_modern_checks_compare_every_figure():
+    assert bench._checks_same({"pos": 10.0, "quality_sum": 5.0}, {"pos": 10.0, "quality_sum": 5.0})
+    assert not bench._checks_same({"pos": 10.0, "quality_sum": 5.0}, {"pos": 11.0, "quality_sum": 5.0})
+    assert not bench._checks_same({"pairs": 9.0, "cost": -1.0}, {"pairs": 9.0, "cost": -1.01})
+    assert not bench._checks_same({"pairs": 9.0}, {"pairs": 9.0, "cost": 1.0})
+
+
+def test_lsa_sweep_matches_scipy_on_tiny_cells():
+    pytest.importorskip("scipy")
+    lines = []
+    cells = bench.lsa_sweep((4, 20), (5,), (1, 3), reps=2, min_s=0.0, log=lines.append)
+    assert [(c.b, c.n, c.m) for c in cells] == [(1, 4, 5), (1, 20, 5), (3, 4, 5), (3, 20, 5)]
+    for c in cells:
+        assert c.detblocks_ms > 0 and c.scipy_ms > 0 and c.calls >= 2
+        assert c.ratio == pytest.approx(c.detblocks_ms / c.scipy_ms)
+        assert c.same_cost and c.detblocks_cost == pytest.approx(c.scipy_cost, rel=1e-12)
+        # min(N, M) pairs of U(0, 1) costs, at most 1 each; the batch sums its images
+        assert 0 < c.detblocks_cost < c.b * min(c.n, c.m)
+    assert cells[1].detblocks_cost < cells[0].detblocks_cost  # more rows to choose from: cheaper
+    assert len(lines) == 4 and all("same total cost" in line for line in lines)
+
+
+def test_lsa_sweep_runs_detblocks_alone_without_scipy(monkeypatch):
+    _hide_modules(monkeypatch, "scipy")
+    lines = []
+    (cell,) = bench.lsa_sweep((6,), (3,), (2,), reps=1, min_s=0.0, log=lines.append)
+    assert cell.detblocks_ms > 0 and cell.detblocks_cost > 0
+    assert cell.scipy_ms is None and cell.ratio is None and cell.same_cost is None
+    assert lines[0] == "  SciPy is not installed: detblocks alone"
+
+
+def test_lsa_sweep_cli_prints_its_table_and_plot(tmp_path, capsys):
+    pytest.importorskip("scipy")
+    png, raw = tmp_path / "lsa.png", tmp_path / "results.json"
+    args = ["--workloads", "", "--no-sweep", "--reps", "1", "--lsa-sweep", "--lsa-n", "12", "--lsa-m", "3,30"]
+    results = bench.main([*args, "--lsa-b", "2", "--lsa-out", str(png), "--json", str(raw)])
+    out = capsys.readouterr().out
+    for m in (3, 30):
+        row = re.search(
+            rf"^\| 2 \| 12 \| {m} \| ({NUMBER}) \| ({NUMBER}) \| ({NUMBER}) \| [0-9]+ \| same \|$", out, re.M
+        )
+        assert row, out
+        ours, theirs, ratio = (float(g) for g in row.groups())
+        assert ours > 0 and theirs > 0 and ratio > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    dumped = json.loads(raw.read_text())["lsa_sweep"]
+    assert dumped == json.loads(json.dumps(results["lsa_sweep"]))
+    assert [(c["b"], c["n"], c["m"]) for c in dumped] == [(2, 12, 3), (2, 12, 30)]
+    assert all(c["same_cost"] and c["ratio"] > 0 for c in dumped)

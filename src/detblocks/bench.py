@@ -8,12 +8,28 @@ Usage::
     python -m detblocks.bench --profile        # detblocks time per stage and per aten op
     python -m detblocks.bench --json runs/bench/results.json   # also dump every raw figure
     python -m detblocks.bench --workloads "" --no-sweep --modern tal,tal_crowded   # today's assigners
+    python -m detblocks.bench --workloads "" --no-sweep --modern tal,tal_crowded,simota,dsl,atss,hungarian
+    python -m detblocks.bench --workloads "" --no-sweep --lsa-sweep   # optimal-matching solver vs SciPy
 
-``--modern`` runs the assigner workloads of the shared yardstick (``tal``: B=16, M=50, 1-50
-objects; ``tal_crowded``: B=8, M=1500, one image of 1500 small boxes) at 640 px with 8400
-anchor points: detblocks' ``TaskAlignedAssigner`` against ultralytics' where ultralytics is
-installed (same inputs, alternating calls, checks compared); without it detblocks runs
-alone and says so.
+``--modern`` runs the assigner workloads of the shared yardstick, 80 classes, ground truth
+padded with -1 rows: ``tal`` (B=16, M=50, 1-50 objects) and ``tal_crowded`` (B=8, M=1500,
+one image of 1500 small boxes): detblocks' ``TaskAlignedAssigner`` against ultralytics';
+``simota`` and ``dsl`` (B=16, M=50, 1-50 objects; YOLOX's and RTMDet's priors):
+``SimOTAAssigner`` and ``DynamicSoftLabelAssigner`` against mmdet's; all at 640 px with
+8400 anchor points (strides 8/16/32); ``atss`` (B=16, M=50, 1-50 objects, the 18,134
+anchors of P3-P7 on an 800x1088 batch): ``ATSSAssigner`` against mmdet's; ``hungarian``
+(RT-DETR's step: B=16, 300 queries, M=50, 1-50 objects): ``matcher.HungarianMatcher``
+against ultralytics'. mmdet's assigners are called per image with mmengine's
+``InstanceData``, as the detectors' heads call them. Same inputs, alternating calls,
+checks compared; where the reference is not installed detblocks runs alone and says so.
+
+``--lsa-sweep`` (off by default) times the solver alone,
+:func:`detblocks.matcher.linear_sum_assignment`, on random float32 costs ``(B, N, M)`` for
+N = 100, 300, 900, 3000 queries x M = 10, 100, 300, 1000 references x B = 1, 16 (``--lsa-n``,
+``--lsa-m``, ``--lsa-b``), against ``scipy.optimize.linear_sum_assignment`` on each image
+where SciPy is installed (total costs compared); it prints ms per call and the ratio and
+writes a plot to ``--lsa-out`` (default ``runs/bench/lsa_sweep.png``). Each cell makes at
+least ``--reps`` timed calls, more for small cells, fewer (at least one) past 10 s.
 
 Workloads (inputs generated here with fixed seeds; every library gets the same tensors):
 
@@ -78,6 +94,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -109,6 +126,9 @@ __all__ = [
     "modern_inputs",
     "modern_pipelines",
     "run_modern",
+    "MODERN_REFERENCE",
+    "LsaCell",
+    "lsa_sweep",
 ]
 
 #: Base seed of every generated input (each workload adds its index).
@@ -1146,19 +1166,204 @@ def plot_sweep(cells: Sequence[SweepCell], path: Path) -> None:
 
 # ----------------------------------------------------------------------------- today's assigners
 #: The assigner workloads of the shared yardstick this benchmark also runs (SPEC "Beyond
-#: GluonCV"): (B, M, objects per image, crowd) at 640 px, 8400 anchor points, 80 classes.
-MODERN_WORKLOADS = {"tal": (16, 50, (1, 50), 0), "tal_crowded": (8, 1500, (1, 30), 1500)}
-MODERN_QUICK = {"tal": (2, 8, (1, 8), 0), "tal_crowded": (2, 200, (1, 8), 200)}
+#: GluonCV"): (B, M, objects per image, crowd), 80 classes. ``tal``, ``tal_crowded``,
+#: ``simota`` and ``dsl`` at 640 px with 8400 anchor points (strides 8/16/32); ``atss`` on
+#: the 18,134 anchors of an 800x1088 batch (P3-P7); ``hungarian`` with 300 queries.
+MODERN_WORKLOADS = {
+    "tal": (16, 50, (1, 50), 0),
+    "tal_crowded": (8, 1500, (1, 30), 1500),
+    "simota": (16, 50, (1, 50), 0),
+    "dsl": (16, 50, (1, 50), 0),
+    "atss": (16, 50, (1, 50), 0),
+    "hungarian": (16, 50, (1, 50), 0),
+}
+MODERN_QUICK = {
+    "tal": (2, 8, (1, 8), 0),
+    "tal_crowded": (2, 200, (1, 8), 200),
+    "simota": (2, 8, (1, 8), 0),
+    "dsl": (2, 8, (1, 8), 0),
+    "atss": (2, 8, (1, 8), 0),
+    "hungarian": (2, 8, (1, 8), 0),
+}
+
+#: The library each modern workload is compared with, where it is importable.
+MODERN_REFERENCE = {
+    "tal": "ultralytics",
+    "tal_crowded": "ultralytics",
+    "simota": "mmdet",
+    "dsl": "mmdet",
+    "atss": "mmdet",
+    "hungarian": "ultralytics",
+}
+
+#: Classes, image (height, width) and pyramid strides of the modern workloads; RT-DETR's queries.
+MODERN_CLASSES = 80
+MODERN_IMAGE = (640, 640)
+MODERN_STRIDES = (8, 16, 32)
+ATSS_IMAGE = (800, 1088)
+ATSS_STRIDES = (8, 16, 32, 64, 128)
+HUNGARIAN_QUERIES = 300
+
+#: One library's side of a modern workload: ``run()`` (timed) returns its raw output,
+#: ``check(output)`` (not timed) a few numbers compared across libraries.
+ModernPipeline = tuple[Callable[[], Any], Callable[[Any], dict[str, float]]]
+
+
+def _grid_points(image: tuple[int, int], strides: Sequence[int], offset: float) -> tuple[Tensor, Tensor]:
+    """(N, 2) pixel points of every cell, level by level, row-major, and their (N,) strides;
+    ``ceil(size / stride)`` cells a side, points at ``(col + offset, row + offset) * stride``."""
+    points, per_point = [], []
+    for s in strides:
+        h, w = -(-image[0] // s), -(-image[1] // s)
+        ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        points.append(torch.stack([(xs + offset) * s, (ys + offset) * s], -1).reshape(-1, 2).float())
+        per_point.append(torch.full((h * w,), float(s)))
+    return torch.cat(points), torch.cat(per_point)
+
+
+def _modern_gt(
+    gen: torch.Generator,
+    batch: int,
+    m: int,
+    counts: tuple[int, int],
+    image: tuple[int, int],
+    min_size: float = 8.0,
+    max_size: float = 400.0,
+) -> tuple[Tensor, Tensor]:
+    """(B, M, 4) corner boxes (sizes log-uniform, COCO-like) and (B, M) int64 labels in
+    ``[0, 80)``, real rows first, padded with -1 rows."""
+    boxes = torch.full((batch, m, 4), -1.0)
+    labels = torch.full((batch, m), -1, dtype=torch.int64)
+    for b in range(batch):  # input generation only, not timed
+        count = int(torch.randint(counts[0], counts[1] + 1, (1,), generator=gen))
+        boxes[b, :count] = random_boxes(gen, count, image, min_size, max_size)
+        labels[b, :count] = torch.randint(0, MODERN_CLASSES, (count,), generator=gen)
+    return boxes, labels
+
+
+def _dense_predictions(
+    gen: torch.Generator, points: Tensor, strides: Tensor, gt_boxes: Tensor, gt_labels: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A dense head's outputs early in training: at a point inside a ground truth or within
+    2.5 strides of its centre, a jittered copy of the smallest such box (each side moved by
+    N(0, sigma * size), sigma 0.02-0.35 per point); elsewhere a random box around the point
+    (each side 0.5-4.5 strides away). Class logits N(-5, 1), plus U(0, 8) on the owning
+    box's class, plus U(3, 8) on 0.1% of all entries. Returns pixel boxes (B, N, 4), logits
+    (B, N, C) and the (B, N) mask of points that have an owner."""
+    batch, n = gt_labels.shape[0], points.shape[0]
+    x, y, s = points[:, 0, None], points[:, 1, None], strides[:, None]  # (N, 1)
+    g = gt_boxes[:, None]  # (B, 1, M, 4)
+    inside = (x > g[..., 0]) & (x < g[..., 2]) & (y > g[..., 1]) & (y < g[..., 3])  # (B, N, M)
+    cx, cy = (g[..., 0] + g[..., 2]) / 2, (g[..., 1] + g[..., 3]) / 2
+    near = (inside | (((x - cx).abs() < 2.5 * s) & ((y - cy).abs() < 2.5 * s))) & (gt_labels >= 0)[:, None]
+    area = (g[..., 2] - g[..., 0]) * (g[..., 3] - g[..., 1])
+    owner = torch.where(near, area, math.inf).argmin(-1)  # (B, N)
+    has = near.any(-1)
+    box = gt_boxes.gather(1, owner[..., None].expand(-1, -1, 4))
+    size = (box[..., 2:] - box[..., :2]).repeat(1, 1, 2)
+    sigma = torch.rand(batch, n, 1, generator=gen) * 0.33 + 0.02
+    jit = box + torch.randn(batch, n, 4, generator=gen) * sigma * size
+    lo, hi = torch.minimum(jit[..., :2], jit[..., 2:]), torch.maximum(jit[..., :2], jit[..., 2:])
+    jit = torch.cat([lo, torch.maximum(hi, lo + 1.0)], -1)  # at least 1 px wide and high
+    ltrb = (0.5 + 4.0 * torch.rand(batch, n, 4, generator=gen)) * s
+    around = torch.cat([points - ltrb[..., :2], points + ltrb[..., 2:]], -1)
+    boxes = torch.where(has[..., None], jit, around)
+    logits = torch.randn(batch, n, MODERN_CLASSES, generator=gen) - 5.0
+    boost = torch.rand(batch, n, 1, generator=gen) * 8.0 * has[..., None]
+    logits.scatter_add_(2, gt_labels.gather(1, owner).clamp(min=0)[..., None], boost)
+    false_pos = torch.rand(batch, n, MODERN_CLASSES, generator=gen) < 0.001
+    logits += false_pos * (3.0 + 5.0 * torch.rand(batch, n, MODERN_CLASSES, generator=gen))
+    return boxes, logits, has
+
+
+def _rtdetr_queries(gen: torch.Generator, gt: Tensor, labels: Tensor, queries: int) -> tuple[Tensor, Tensor]:
+    """RT-DETR decoder outputs for one image, ``gt`` (n, 4) normalised ``(cx, cy, w, h)``: 60%
+    of the queries on a random object (each coordinate moved by N(0, sigma * size), sigma
+    0.02-0.4), the rest anywhere (centre U(0.05, 0.95), sides log-uniform 0.02-0.5), clipped
+    to [0.001, 0.999]; logits N(-4.5, 1.2), plus U(0, 7) on the object's class for the former."""
+    n = gt.shape[0]
+    on = torch.rand(queries, generator=gen) < 0.6
+    pick = torch.randint(0, max(n, 1), (queries,), generator=gen)
+    g = gt[pick] if n else torch.zeros(queries, 4)
+    sigma = torch.rand(queries, 1, generator=gen) * 0.38 + 0.02
+    near = g + torch.randn(queries, 4, generator=gen) * sigma * g[:, 2:].repeat(1, 2)
+    centre = torch.rand(queries, 2, generator=gen) * 0.9 + 0.05
+    sides = torch.exp(math.log(0.02) + torch.rand(queries, 2, generator=gen) * math.log(25.0))
+    boxes = torch.where((on & (n > 0))[:, None], near, torch.cat([centre, sides], -1)).clamp(0.001, 0.999)
+    logits = torch.randn(queries, MODERN_CLASSES, generator=gen) * 1.2 - 4.5
+    if n:
+        boost = torch.rand(queries, generator=gen) * 7.0 * on
+        logits[torch.arange(queries), labels[pick]] += boost
+    return boxes, logits
 
 
 def modern_inputs(name: str, quick: bool = False) -> dict[str, Tensor]:
-    """YOLOv8 training-step inputs at 640 px: ``make_anchors`` points (strides 8/16/32),
-    ground truth padded with -1 rows (``tal_crowded``: one image holds a shelf grid of small
-    boxes), predictions that copy a ground truth near it with some noise, sigmoid scores."""
+    """Inputs of one modern workload, from a fixed seed; ground truth ``gt_boxes`` (B, M, 4)
+    and ``gt_labels`` (B, M) int64 padded with -1 rows.
+
+    - ``tal``, ``tal_crowded``: YOLOv8 training-step inputs at 640 px: ``make_anchors``
+      points (strides 8/16/32), predictions that copy a ground truth near them with some
+      noise, sigmoid scores (``tal_crowded``: one image holds a shelf grid of small boxes).
+    - ``simota``: YOLOX's: priors ``(cx, cy, stride, stride)`` at cell centres, pixel boxes,
+      scores ``sqrt(sigmoid(cls) * sigmoid(obj))``.
+    - ``dsl``: RTMDet's: priors ``(x, y, stride, stride)`` at cell corners, class logits.
+    - ``atss``: ``anchors`` (18,134, 4), one square of side 8 x stride per cell of P3-P7 on
+      800x1088, ``num_level_anchors`` (5,); ground truth 10-600 px.
+    - ``hungarian``: RT-DETR's: normalised ``(cx, cy, w, h)`` ``pred_boxes`` (B, 300, 4),
+      ``pred_logits`` (B, 300, 80) and ground truth in the same format.
+    """
     batch, m, (lo, hi), crowd = (MODERN_QUICK if quick else MODERN_WORKLOADS)[name]
     gen = torch.Generator().manual_seed(SEED + 100 + list(MODERN_WORKLOADS).index(name))
+    if name in ("simota", "dsl"):
+        points, strides = _grid_points(MODERN_IMAGE, MODERN_STRIDES, 0.5 if name == "simota" else 0.0)
+        gt_boxes, gt_labels = _modern_gt(gen, batch, m, (lo, hi), MODERN_IMAGE)
+        pred_boxes, logits, has = _dense_predictions(gen, points, strides, gt_boxes, gt_labels)
+        out = {
+            "priors": torch.cat([points, strides[:, None], strides[:, None]], -1),
+            "pred_boxes": pred_boxes,
+        }
+        if name == "simota":  # objectness logit N(-4, 1.5), plus U(0, 8) near a ground truth
+            obj = torch.randn(batch, points.shape[0], generator=gen) * 1.5 - 4.0
+            obj += has * torch.rand(batch, points.shape[0], generator=gen) * 8.0
+            out["pred_scores"] = torch.sqrt(torch.sigmoid(logits) * torch.sigmoid(obj)[..., None])
+        else:
+            out["pred_logits"] = logits
+        return out | {"gt_labels": gt_labels, "gt_boxes": gt_boxes}
+    if name == "atss":
+        corners, per_level = [], []
+        for s in ATSS_STRIDES:
+            h, w = -(-ATSS_IMAGE[0] // s), -(-ATSS_IMAGE[1] // s)
+            ys, xs = torch.meshgrid(torch.arange(h) * s, torch.arange(w) * s, indexing="ij")
+            xy = torch.stack([xs, ys], -1).reshape(-1, 2).float()
+            corners.append(torch.cat([xy - 4.0 * s, xy + 4.0 * s], -1))
+            per_level.append(h * w)
+        gt_boxes, gt_labels = _modern_gt(gen, batch, m, (lo, hi), ATSS_IMAGE, 10.0, 600.0)
+        return {
+            "anchors": torch.cat(corners),
+            "num_level_anchors": torch.tensor(per_level),
+            "gt_labels": gt_labels,
+            "gt_boxes": gt_boxes,
+        }
+    if name == "hungarian":
+        gt_corner, gt_labels = _modern_gt(gen, batch, m, (lo, hi), MODERN_IMAGE)
+        scale = torch.tensor([MODERN_IMAGE[1], MODERN_IMAGE[0]] * 2, dtype=torch.float32)
+        norm = gt_corner / scale
+        centre = torch.cat([(norm[..., :2] + norm[..., 2:]) / 2, norm[..., 2:] - norm[..., :2]], -1)
+        gt_boxes = torch.where((gt_labels >= 0)[..., None], centre, -1.0)
+        boxes, logits = [], []
+        for b in range(batch):
+            real = gt_labels[b] >= 0
+            qb, ql = _rtdetr_queries(gen, gt_boxes[b, real], gt_labels[b, real], HUNGARIAN_QUERIES)
+            boxes.append(qb)
+            logits.append(ql)
+        return {
+            "pred_boxes": torch.stack(boxes),
+            "pred_logits": torch.stack(logits),
+            "gt_labels": gt_labels,
+            "gt_boxes": gt_boxes,
+        }
     points = []
-    for stride in (8, 16, 32):
+    for stride in MODERN_STRIDES:
         ys, xs = torch.meshgrid(torch.arange(640 // stride), torch.arange(640 // stride), indexing="ij")
         points.append(torch.stack([(xs + 0.5) * stride, (ys + 0.5) * stride], -1).reshape(-1, 2).float())
     anchor_points = torch.cat(points)
@@ -1202,71 +1407,437 @@ def modern_inputs(name: str, quick: bool = False) -> dict[str, Tensor]:
     }
 
 
-def modern_pipelines(name: str, inputs: dict[str, Tensor]) -> dict[str, Callable[[], dict[str, float]]]:
-    """detblocks' ``TaskAlignedAssigner`` (and its ``(B, N, C)`` score targets), and
-    ultralytics' own where it is installed, called as ``v8DetectionLoss`` calls it
-    (``gt_labels (B, M, 1)`` float, zero-padded boxes, ``mask_gt``)."""
+def _describe_modern(name: str, inputs: dict[str, Tensor]) -> str:
+    batch, m = inputs["gt_labels"].shape
+    if name == "hungarian":
+        return f"B={batch}, Q={inputs['pred_boxes'].shape[1]}, M={m}, C={inputs['pred_logits'].shape[2]}"
+    n = inputs["anchors" if name == "atss" else "pred_boxes"].shape[-2]
+    return f"B={batch}, N={n}, M={m}" + ("" if name == "atss" else f", C={MODERN_CLASSES}")
+
+
+def _assignment_check(out: Any) -> dict[str, float]:
+    """Positives and the sum of their quality (IoU with their ground truth) of an ``Assignment``."""
+    pos = out.matches >= 0
+    return {"pos": float(pos.sum()), "quality_sum": float(out.quality[pos].double().sum())}
+
+
+def _mmdet_check(out: Any) -> dict[str, float]:
+    """The same figures from mmdet's per-image ``AssignResult`` list (``gt_inds`` 0 is
+    background, ``k >= 1`` the ``(k-1)``-th object; ``max_overlaps`` the IoU there)."""
+    pos = [r.gt_inds > 0 for r in out]
+    return {
+        "pos": float(sum(int(p.sum()) for p in pos)),
+        "quality_sum": float(sum(float(r.max_overlaps[p].double().sum()) for r, p in zip(out, pos))),
+    }
+
+
+def _import_mmdet() -> tuple[Any, dict[str, Any]] | None:
+    """mmengine's ``InstanceData`` and mmdet's SimOTA, DSL and ATSS assigners, or None when
+    mmdet cannot be imported."""
+    with contextlib.suppress(ImportError):
+        # mmdet on mmcv-lite (no compiled ops) imports only after this module where it is
+        # installed; it is absent elsewhere.
+        import mmdet_lite_shim  # noqa: F401
+    try:
+        from mmdet.models.task_modules.assigners import (
+            ATSSAssigner,
+            DynamicSoftLabelAssigner,
+            SimOTAAssigner,
+        )
+        from mmengine.structures import InstanceData
+    except (ImportError, AssertionError):  # mmdet asserts the mmcv version at import
+        return None
+    return InstanceData, {"simota": SimOTAAssigner, "dsl": DynamicSoftLabelAssigner, "atss": ATSSAssigner}
+
+
+def _rtdetr_pair_cost(inputs: dict[str, Tensor], pairs: Sequence[tuple[Tensor, Tensor]]) -> float:
+    """Total RT-DETR matching cost (ultralytics' ``HungarianMatcher`` defaults: focal class
+    cost, L1 x 5, (1 - GIoU) x 2) of ``pairs`` = per image (query indices, object indices), in
+    float64 at those pairs only."""
+    total = 0.0
+    for b, (q, g) in enumerate(pairs):
+        pred = inputs["pred_boxes"][b, q].double()
+        gt = inputs["gt_boxes"][b, g].double()
+        p = torch.sigmoid(inputs["pred_logits"][b, q, inputs["gt_labels"][b, g]].double())
+        focal = 0.25 * (1 - p) ** 2 * -torch.log(p + 1e-8) - 0.75 * p**2 * -torch.log(1 - p + 1e-8)
+        l1 = (pred - gt).abs().sum(-1)
+        a0, a1 = pred[:, :2] - pred[:, 2:] / 2, pred[:, :2] + pred[:, 2:] / 2
+        b0, b1 = gt[:, :2] - gt[:, 2:] / 2, gt[:, :2] + gt[:, 2:] / 2
+        inter = (torch.minimum(a1, b1) - torch.maximum(a0, b0)).clamp(min=0).prod(-1)
+        union = pred[:, 2:].prod(-1) + gt[:, 2:].prod(-1) - inter + 1e-7
+        hull = (torch.maximum(a1, b1) - torch.minimum(a0, b0)).prod(-1) + 1e-7
+        giou = inter / union - (hull - union) / hull
+        cost = focal + 5.0 * l1 + 2.0 * (1 - giou)
+        total += float(torch.where(torch.isfinite(cost), cost, 0.0).sum())
+    return total
+
+
+def _tal_pipelines(inputs: dict[str, Tensor]) -> dict[str, ModernPipeline]:
     from detblocks.assign import TaskAlignedAssigner
 
     args = (inputs["pred_scores"], inputs["pred_boxes"], inputs["anchor_points"])
     labels, boxes = inputs["gt_labels"], inputs["gt_boxes"]
-    hyper = dict(topk=10, num_classes=80, alpha=0.5, beta=6.0)
-    tal = TaskAlignedAssigner(**hyper, stride=(8, 16, 32))
+    hyper = dict(topk=10, num_classes=MODERN_CLASSES, alpha=0.5, beta=6.0)
+    tal = TaskAlignedAssigner(**hyper, stride=MODERN_STRIDES)
 
-    def run_detblocks() -> dict[str, float]:
+    def run_detblocks() -> tuple[Any, Tensor]:
         a = tal(*args, labels, boxes)
-        return {
-            "fg": float((a.matches >= 0).sum()),
-            "target_scores": float(a.score_targets(80).double().sum()),
-        }
+        return a, a.score_targets(MODERN_CLASSES)  # ultralytics returns its target scores too
 
-    pipelines: dict[str, Callable[[], dict[str, float]]] = {"detblocks": run_detblocks}
+    def check_detblocks(out: tuple[Any, Tensor]) -> dict[str, float]:
+        return {"fg": float((out[0].matches >= 0).sum()), "target_scores": float(out[1].double().sum())}
+
+    pipelines: dict[str, ModernPipeline] = {"detblocks": (run_detblocks, check_detblocks)}
     try:
         from ultralytics.utils.tal import TaskAlignedAssigner as Reference
     except ImportError:
         return pipelines
-    reference = Reference(**hyper, stride=[8, 16, 32])
+    reference = Reference(**hyper, stride=[float(s) for s in MODERN_STRIDES])
     mask = (labels >= 0)[..., None]
     ref_labels = labels.clamp(min=0)[..., None].float()
     ref_boxes = torch.where(mask, boxes, torch.zeros((), dtype=boxes.dtype))
 
-    def run_ultralytics() -> dict[str, float]:
-        out = reference(*args, ref_labels, ref_boxes, mask.float())
+    def run_ultralytics() -> tuple[Tensor, ...]:
+        return reference(*args, ref_labels, ref_boxes, mask.float())
+
+    def check_ultralytics(out: tuple[Tensor, ...]) -> dict[str, float]:
         return {"fg": float(out[3].sum()), "target_scores": float(out[2].double().sum())}
 
-    pipelines["ultralytics"] = run_ultralytics
+    pipelines["ultralytics"] = (run_ultralytics, check_ultralytics)
     return pipelines
 
 
+def _mmdet_pipelines(name: str, inputs: dict[str, Tensor]) -> dict[str, ModernPipeline]:
+    from detblocks.assign import ATSSAssigner, DynamicSoftLabelAssigner, SimOTAAssigner
+
+    labels, boxes = inputs["gt_labels"], inputs["gt_boxes"]
+    if name == "atss":
+        anchors, per_level = inputs["anchors"], [int(n) for n in inputs["num_level_anchors"]]
+        atss = ATSSAssigner(topk=9)  # atss_r50_fpn_1x_coco
+
+        def run_detblocks() -> Any:
+            return atss(anchors, per_level, labels, boxes)
+    else:
+        priors, preds = inputs["priors"], inputs["pred_scores" if name == "simota" else "pred_logits"]
+        assigner = SimOTAAssigner() if name == "simota" else DynamicSoftLabelAssigner(topk=13)
+
+        def run_detblocks() -> Any:
+            return assigner(priors, preds, inputs["pred_boxes"], labels, boxes)
+
+    pipelines: dict[str, ModernPipeline] = {"detblocks": (run_detblocks, _assignment_check)}
+    imported = _import_mmdet()
+    if imported is None:
+        return pipelines
+    instance_data, assigners = imported
+    # mmdet's assigners take one image at a time, as the heads' _get_targets_single calls
+    # them: the ground truth of each image (its real rows) is built here, the predictions
+    # inside the loop.
+    gts = [
+        instance_data(bboxes=boxes[b][labels[b] >= 0], labels=labels[b][labels[b] >= 0])
+        for b in range(len(labels))
+    ]
+    if name == "atss":
+        reference = assigners["atss"](topk=9)
+
+        def run_mmdet() -> list[Any]:
+            return [reference.assign(instance_data(priors=anchors), per_level, gt) for gt in gts]
+    else:
+        reference = assigners["simota"]() if name == "simota" else assigners["dsl"](topk=13)
+        pred_boxes = inputs["pred_boxes"]
+
+        def run_mmdet() -> list[Any]:
+            with warnings.catch_warnings():  # SimOTA's torch.cuda.amp.autocast deprecation
+                warnings.simplefilter("ignore")
+                return [
+                    reference.assign(instance_data(bboxes=pred_boxes[b], scores=preds[b], priors=priors), gt)
+                    for b, gt in enumerate(gts)
+                ]
+
+    pipelines["mmdet"] = (run_mmdet, _mmdet_check)
+    return pipelines
+
+
+def _hungarian_pipelines(inputs: dict[str, Tensor]) -> dict[str, ModernPipeline]:
+    from detblocks.matcher import HungarianMatcher
+
+    pred_boxes, pred_logits = inputs["pred_boxes"], inputs["pred_logits"]
+    gt_boxes, gt_labels = inputs["gt_boxes"], inputs["gt_labels"]
+    matcher = HungarianMatcher()  # RT-DETR's defaults: focal class cost, gains 1 / 5 / 2
+
+    def check(pairs: list[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        return {"pairs": float(sum(len(q) for q, _ in pairs)), "cost": _rtdetr_pair_cost(inputs, pairs)}
+
+    def check_detblocks(matches: Tensor) -> dict[str, float]:
+        return check([(torch.nonzero(row >= 0)[:, 0], row[row >= 0]) for row in matches])
+
+    pipelines: dict[str, ModernPipeline] = {
+        "detblocks": (lambda: matcher(pred_boxes, pred_logits, gt_boxes, gt_labels), check_detblocks)
+    }
+    try:
+        from ultralytics.models.utils.ops import HungarianMatcher as Reference
+    except ImportError:
+        return pipelines
+    # DETRLoss's call: the real objects of all images concatenated, with their counts.
+    real = gt_labels >= 0
+    counts = [int(n) for n in real.sum(1)]
+    offsets = [sum(counts[:b]) for b in range(len(counts))]
+    cat_boxes, cat_labels = gt_boxes[real], gt_labels[real]
+    reference = Reference()
+
+    def check_ultralytics(out: list[tuple[Tensor, Tensor]]) -> dict[str, float]:
+        return check([(q, g - off) for (q, g), off in zip(out, offsets)])
+
+    pipelines["ultralytics"] = (
+        lambda: reference(pred_boxes, pred_logits, cat_boxes, cat_labels, counts),
+        check_ultralytics,
+    )
+    return pipelines
+
+
+def modern_pipelines(name: str, inputs: dict[str, Tensor]) -> dict[str, ModernPipeline]:
+    """``{library: (run, check)}`` of one modern workload: detblocks always, and its
+    reference (:data:`MODERN_REFERENCE`) where that is importable. ``run()`` makes one call
+    (the timed part) and returns its raw output; ``check(output)`` reduces it to a few
+    numbers compared across libraries.
+
+    - ``tal``, ``tal_crowded``: ``TaskAlignedAssigner`` and its ``(B, N, C)`` score targets;
+      ultralytics' called as ``v8DetectionLoss`` calls it (``gt_labels (B, M, 1)`` float,
+      zero-padded boxes, ``mask_gt``). Checks: foreground points, sum of the score targets.
+    - ``simota``, ``dsl``, ``atss``: ``SimOTAAssigner()``, ``DynamicSoftLabelAssigner(topk=13)``,
+      ``ATSSAssigner(topk=9)`` on the padded batch; mmdet's called per image with
+      mmengine's ``InstanceData``, as YOLOX's, RTMDet's and ATSS's heads call them. Checks:
+      positives, sum of their IoU with their ground truth.
+    - ``hungarian``: ``HungarianMatcher()`` on the padded batch; ultralytics' as ``DETRLoss``
+      calls it (objects of all images concatenated, ``gt_groups``; SciPy per image inside).
+      Checks: matched pairs, their total RT-DETR cost (float64).
+    """
+    if name in ("tal", "tal_crowded"):
+        return _tal_pipelines(inputs)
+    if name == "hungarian":
+        return _hungarian_pipelines(inputs)
+    return _mmdet_pipelines(name, inputs)
+
+
+def _checks_same(ref: dict[str, float], mine: dict[str, float]) -> bool:
+    return ref.keys() == mine.keys() and all(math.isclose(ref[k], mine[k], rel_tol=1e-5) for k in ref)
+
+
 def run_modern(names: Sequence[str], quick: bool = False, reps: int = 5) -> dict[str, dict[str, Any]]:
-    """Time each modern workload for detblocks, and for ultralytics where it is installed
-    (alternating calls); print median milliseconds, the ratio and the checks. Without
-    ultralytics, detblocks runs alone and the table says so."""
+    """Time each modern workload for detblocks, and for its reference where that is
+    installed (alternating calls, after one warm-up call each whose outputs give the
+    checks); print median milliseconds, the ratio and the checks, then a table. Without the
+    reference, detblocks runs alone and the output says so."""
     results: dict[str, dict[str, Any]] = {}
     for name in names:
-        pipelines = modern_pipelines(name, modern_inputs(name, quick))
-        times: dict[str, list[float]] = {lib: [] for lib in pipelines}
-        checks = {lib: fn() for lib, fn in pipelines.items()}  # warm-up
-        for _ in range(reps):
-            for lib, fn in pipelines.items():
-                start = time.perf_counter()
-                fn()
-                times[lib].append((time.perf_counter() - start) * 1e3)
+        inputs = modern_inputs(name, quick)
+        pipelines = modern_pipelines(name, inputs)
+        ref_lib = MODERN_REFERENCE[name]
+        with torch.no_grad():
+            checks = {lib: check(run()) for lib, (run, check) in pipelines.items()}  # warm-up
+            times: dict[str, list[float]] = {lib: [] for lib in pipelines}
+            for _ in range(reps):
+                for lib, (run, _check) in pipelines.items():
+                    start = time.perf_counter()
+                    run()
+                    times[lib].append((time.perf_counter() - start) * 1e3)
         med = {lib: statistics.median(t) for lib, t in times.items()}
-        results[name] = {"median_ms": med, "checks": checks}
-        ref = med.get("ultralytics")
+        ref = med.get(ref_lib)
+        same = None if ref is None else _checks_same(checks[ref_lib], checks["detblocks"])
+        results[name] = {
+            "shapes": _describe_modern(name, inputs),
+            "reference": ref_lib,
+            "median_ms": med,
+            "ratio": None if ref is None else med["detblocks"] / ref,
+            "checks": checks,
+            "checks_agree": same,
+        }
         line = f"  {name}: detblocks {med['detblocks']:.1f} ms"
         if ref is None:
-            line += " (ultralytics is not installed: detblocks alone)"
+            line += f" ({ref_lib} is not installed: detblocks alone)"
         else:
-            same = checks["ultralytics"]["fg"] == checks["detblocks"]["fg"] and math.isclose(
-                checks["ultralytics"]["target_scores"], checks["detblocks"]["target_scores"], rel_tol=1e-5
-            )
-            line += f", ultralytics {ref:.1f} ms, ratio {med['detblocks'] / ref:.3f}"
+            line += f", {ref_lib} {ref:.1f} ms, ratio {med['detblocks'] / ref:.3f}"
             line += ", same assignment" if same else f", checks differ: {checks}"
-        mine = checks["detblocks"]
-        print(line + f"; fg {mine['fg']:.0f}, target scores {mine['target_scores']:.3f}")
+        print(line + "; " + ", ".join(f"{k} {v:.7g}" for k, v in checks["detblocks"].items()), flush=True)
+    print()
+    _print_table(
+        ["workload", "shapes", "detblocks ms", "reference", "reference ms", "ratio", "checks"],
+        [
+            [
+                name,
+                r["shapes"],
+                _fmt(r["median_ms"]["detblocks"]),
+                r["reference"],
+                _fmt(r["median_ms"].get(r["reference"])),
+                _fmt(r["ratio"], 3),
+                {True: "same", False: "DIFFERENT", None: "not installed"}[r["checks_agree"]],
+            ]
+            for name, r in results.items()
+        ],
+    )
     return results
+
+
+# ----------------------------------------------------------------------------- optimal-matching solver sweep
+#: Sizes of the solver sweep (``--lsa-sweep``): queries N, references M, batch B.
+LSA_SWEEP_N = (100, 300, 900, 3000)
+LSA_SWEEP_M = (10, 100, 300, 1000)
+LSA_SWEEP_B = (1, 16)
+#: The same with ``--quick``.
+LSA_QUICK = ((20, 100), (5, 50), (1, 4))
+
+#: A solver sweep cell repeats its timed calls (both libraries, alternating) until it has
+#: made at least the asked number and spent ``LSA_CELL_MIN_S`` seconds, at most
+#: ``LSA_CELL_MAX_CALLS``, and stops (after at least one) once it has spent ``LSA_CELL_BUDGET_S``.
+LSA_CELL_MIN_S = 0.5
+LSA_CELL_MAX_CALLS = 200
+LSA_CELL_BUDGET_S = 10.0
+
+#: Default output of the solver sweep plot, beside the scaling sweep's.
+DEFAULT_LSA_PLOT = DEFAULT_PLOT.parent / "lsa_sweep.png"
+
+
+@dataclass
+class LsaCell:
+    """One (B, N, M) cell of the solver sweep: median ms per call of detblocks'
+    ``linear_sum_assignment`` on the batch and of SciPy's over its images (None without
+    SciPy), the total cost of each side's assignment, and the timed calls made."""
+
+    b: int
+    n: int
+    m: int
+    detblocks_ms: float | None = None
+    scipy_ms: float | None = None
+    detblocks_cost: float | None = None
+    scipy_cost: float | None = None
+    calls: int = 0
+
+    @property
+    def ratio(self) -> float | None:
+        """detblocks / SciPy (below 1 is faster)."""
+        if self.detblocks_ms is None or self.scipy_ms is None:
+            return None
+        return self.detblocks_ms / self.scipy_ms
+
+    @property
+    def same_cost(self) -> bool | None:
+        """Both sides found an assignment of the same (minimum) total cost."""
+        if self.detblocks_cost is None or self.scipy_cost is None:
+            return None
+        return math.isclose(self.detblocks_cost, self.scipy_cost, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def _run_lsa_cell(
+    cell: LsaCell, scipy_lsa: Callable[..., Any] | None, reps: int, min_s: float, budget_s: float
+) -> None:
+    from detblocks.matcher import linear_sum_assignment
+
+    gen = torch.Generator().manual_seed(SEED + 300 + cell.b + 7 * cell.n + 13 * cell.m)
+    cost = torch.rand(cell.b, cell.n, cell.m, generator=gen)  # float32, U(0, 1)
+    fns: dict[str, Callable[[], Any]] = {"detblocks": lambda: linear_sum_assignment(cost)}
+    if scipy_lsa is not None:
+        host = cost.numpy()
+        fns["scipy"] = lambda: [scipy_lsa(c) for c in host]
+    start = time.perf_counter()
+    outs = {lib: fn() for lib, fn in fns.items()}  # warm-up
+    matches = outs["detblocks"]
+    rows = matches >= 0
+    picked = cost.double().gather(2, matches.clamp(min=0)[..., None])[..., 0]
+    cell.detblocks_cost = float(picked[rows].sum())
+    if "scipy" in outs:
+        cell.scipy_cost = float(
+            sum(float(c[r, k].astype("float64").sum()) for c, (r, k) in zip(host, outs["scipy"]))
+        )
+    times: dict[str, list[float]] = {lib: [] for lib in fns}
+    while True:
+        for lib, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[lib].append((time.perf_counter() - t0) * 1e3)
+        calls, spent = len(times["detblocks"]), time.perf_counter() - start
+        if calls >= LSA_CELL_MAX_CALLS or spent > budget_s or (calls >= reps and spent > min_s):
+            break
+    cell.calls = len(times["detblocks"])
+    cell.detblocks_ms = statistics.median(times["detblocks"])
+    if "scipy" in times:
+        cell.scipy_ms = statistics.median(times["scipy"])
+
+
+def lsa_sweep(
+    ns: Sequence[int] = LSA_SWEEP_N,
+    ms: Sequence[int] = LSA_SWEEP_M,
+    batches: Sequence[int] = LSA_SWEEP_B,
+    reps: int = 5,
+    min_s: float = LSA_CELL_MIN_S,
+    budget_s: float = LSA_CELL_BUDGET_S,
+    log: Callable[[str], None] = print,
+) -> list[LsaCell]:
+    """Time :func:`detblocks.matcher.linear_sum_assignment` on a ``(B, N, M)`` batch of
+    random float32 costs (U(0, 1), fixed seed) for every B in ``batches``, N in ``ns`` and M
+    in ``ms``, against ``scipy.optimize.linear_sum_assignment`` called on each image where
+    SciPy is installed (alone otherwise, and the log says so). Per cell: one warm-up call
+    of each (whose total costs are compared), then alternating timed calls (at least
+    ``reps``, and until the cell has spent ``min_s`` seconds, at most
+    :data:`LSA_CELL_MAX_CALLS`), fewer (at least one) once it has spent ``budget_s``
+    seconds; medians reported."""
+    try:
+        from scipy.optimize import linear_sum_assignment as scipy_lsa
+    except ImportError:
+        scipy_lsa = None
+        log("  SciPy is not installed: detblocks alone")
+    cells = []
+    for b in batches:
+        for m in ms:
+            for n in ns:
+                cell = LsaCell(b, n, m)
+                _run_lsa_cell(cell, scipy_lsa, reps, min_s, budget_s)
+                cells.append(cell)
+                line = f"  lsa B={b} N={n} M={m}: detblocks {cell.detblocks_ms:.3f} ms"
+                if cell.scipy_ms is not None:
+                    line += f", SciPy {cell.scipy_ms:.3f} ms, ratio {cell.ratio:.3f}"
+                    line += ", same total cost" if cell.same_cost else ", TOTAL COSTS DIFFER"
+                log(line + f" ({cell.calls} calls)")
+    return cells
+
+
+def plot_lsa_sweep(cells: Sequence[LsaCell], path: Path) -> None:
+    """One panel per batch size: ms per call against N (log-log), one colour per M,
+    detblocks solid and SciPy dashed; a last panel: the ratio detblocks / SciPy against
+    N x M. Written as a PNG (Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = sorted({c.b for c in cells})
+    fig, axes = plt.subplots(1, len(batches) + 1, figsize=(5 * (len(batches) + 1), 4.2))
+    for ax, b in zip(axes, batches):
+        for i, m in enumerate(sorted({c.m for c in cells})):
+            row = sorted((c for c in cells if c.b == b and c.m == m), key=lambda c: c.n)
+            ns = [c.n for c in row]
+            ax.plot(ns, [c.detblocks_ms for c in row], "o-", color=f"C{i}", label=f"detblocks M={m}")
+            if any(c.scipy_ms is not None for c in row):
+                ax.plot(ns, [c.scipy_ms for c in row], "s--", color=f"C{i}", label=f"SciPy M={m}")
+        ax.set(xscale="log", yscale="log", xlabel="N queries", ylabel="ms per call", title=f"B={b}")
+    ax = axes[-1]
+    for i, b in enumerate(batches):
+        row = sorted((c for c in cells if c.b == b and c.ratio is not None), key=lambda c: c.n * c.m)
+        ax.plot([c.n * c.m for c in row], [c.ratio for c in row], "o", color=f"C{i}", label=f"B={b}")
+    ax.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="N x M",
+        ylabel="detblocks / SciPy",
+        title="ratio (below 1 is faster)",
+    )
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("linear_sum_assignment on random float32 costs")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- report
@@ -1325,7 +1896,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--workloads", default=",".join(WORKLOADS), help="comma-separated subset of %(default)s ('' for none)"
     )
     ap.add_argument(
-        "--reps", type=int, help="timed calls per library and workload (default 11; 1 with --quick)"
+        "--reps",
+        type=int,
+        help="timed calls per library and workload, also --modern's; the least per --lsa-sweep cell "
+        "(default 11; 1 with --quick)",
     )
     ap.add_argument("--warmup", type=int, default=1, help="untimed calls first (default %(default)s)")
     ap.add_argument(
@@ -1350,7 +1924,23 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--modern",
         default="",
-        help="comma-separated assigner workloads (tal, tal_crowded) against ultralytics where installed",
+        help="comma-separated assigner workloads (" + ", ".join(MODERN_WORKLOADS) + ") against "
+        "ultralytics (tal, tal_crowded, hungarian) or mmdet (simota, dsl, atss) where installed",
+    )
+    ap.add_argument(
+        "--lsa-sweep",
+        action="store_true",
+        help="time matcher.linear_sum_assignment against SciPy over N x M x B (off by default)",
+    )
+    ap.add_argument(
+        "--lsa-n", type=_int_list, help="solver sweep query counts (default 100,300,900,3000; quick 20,100)"
+    )
+    ap.add_argument(
+        "--lsa-m", type=_int_list, help="solver sweep reference counts (default 10,100,300,1000; quick 5,50)"
+    )
+    ap.add_argument("--lsa-b", type=_int_list, help="solver sweep batch sizes (default 1,16; quick 1,4)")
+    ap.add_argument(
+        "--lsa-out", type=Path, default=DEFAULT_LSA_PLOT, help="solver sweep plot PNG (default %(default)s)"
     )
     ap.add_argument("--profile", action="store_true", help="per-stage top aten ops and matcher/encoder parts")
     ap.add_argument("--out", type=Path, default=DEFAULT_PLOT, help="sweep plot PNG (default %(default)s)")
@@ -1368,6 +1958,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.sweep_reps = args.sweep_reps or (1 if args.quick else 3)
     args.sweep_n = args.sweep_n or ([1000, 10000, 100000] if args.quick else [1000, 10000, 100000, 1000000])
     args.sweep_m = args.sweep_m or ([1, 10, 100] if args.quick else [1, 10, 100, 1000])
+    lsa_sizes = LSA_QUICK if args.quick else (LSA_SWEEP_N, LSA_SWEEP_M, LSA_SWEEP_B)
+    args.lsa_n = args.lsa_n or list(lsa_sizes[0])
+    args.lsa_m = args.lsa_m or list(lsa_sizes[1])
+    args.lsa_b = args.lsa_b or list(lsa_sizes[2])
     if args.memory is None:
         args.memory = not args.quick
     return args
@@ -1514,6 +2108,47 @@ def _run_sweep(args: argparse.Namespace, device: torch.device) -> dict:
     }
 
 
+def _run_lsa_sweep(args: argparse.Namespace) -> dict:
+    """Run the solver sweep, print its table, write its plot; return the cells."""
+    try:
+        import scipy
+
+        versus = f"SciPy {scipy.__version__} per image"
+    except ImportError:
+        versus = "SciPy not installed"
+    print(
+        f"\nsolver sweep: matcher.linear_sum_assignment on random float32 costs, B in {args.lsa_b}, "
+        f"N in {args.lsa_n}, M in {args.lsa_m}; {versus}; detblocks solves the images on "
+        f"{torch.get_num_threads()} threads; at least {args.reps} timed calls per cell "
+        f"(more up to {LSA_CELL_MIN_S} s, fewer past {LSA_CELL_BUDGET_S:.0f} s)"
+    )
+    with torch.no_grad():
+        cells = lsa_sweep(args.lsa_n, args.lsa_m, args.lsa_b, args.reps)
+    print("\nmedian ms per call; ratio = detblocks / SciPy (below 1 is faster)")
+    _print_table(
+        ["B", "N", "M", "detblocks ms", "SciPy ms", "ratio", "calls", "total cost"],
+        [
+            [
+                str(c.b),
+                str(c.n),
+                str(c.m),
+                _fmt(c.detblocks_ms, 3),
+                _fmt(c.scipy_ms, 3),
+                _fmt(c.ratio, 3),
+                str(c.calls),
+                {True: "same", False: "DIFFERENT", None: "-"}[c.same_cost],
+            ]
+            for c in cells
+        ],
+    )
+    try:
+        plot_lsa_sweep(cells, args.lsa_out)
+        print(f"plot: {args.lsa_out}")
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+    return {"lsa_sweep": [asdict(c) | {"ratio": c.ratio, "same_cost": c.same_cost} for c in cells]}
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command-line entry point (see the module docstring); returns the raw results."""
     args = _parse_args(argv)
@@ -1544,10 +2179,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         unknown = sorted(set(modern) - set(MODERN_WORKLOADS))
         if unknown:
             raise SystemExit(f"--modern takes {sorted(MODERN_WORKLOADS)}, got {unknown}")
-        print("\ntoday's assigners (median ms per call; ratio = detblocks / ultralytics):")
+        print(
+            "\ntoday's assigners (median ms per call; ratio = detblocks / its reference, "
+            "ultralytics or mmdet):"
+        )
         results["modern"] = run_modern(modern, args.quick, args.reps)
     if args.sweep:
         results |= _run_sweep(args, device)
+    if args.lsa_sweep:
+        results |= _run_lsa_sweep(args)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))
