@@ -14,6 +14,9 @@
  *     candidate columns (ok), in descending order, each at least 0 (the PyTorch path's
  *     topk of where(ok, iou, -1), clamped, summed one after another); at most `w` of them.
  *
+ * region: SimOTA's candidate test of rows against every point: whether a point lies in
+ *   some row's box or centre region (per image), and whether in both of a row's.
+ *
  * Rows are split over `threads` OpenMP threads (PyTorch's own team when built with
  * -fopenmp, see _native.c); without OpenMP on the calling thread.
  */
@@ -84,6 +87,75 @@ static void iou_k_rows(const iou_k_job *job, int64_t lo, int64_t hi) {
     }
 }
 
+typedef struct {
+    const float *x1, *y1, *x2, *y2, *cx, *cy; /* (R,) the rows' boxes and centres */
+    const int64_t *img;                        /* (R,) image of each row, ascending */
+    const float *px, *py, *rx, *ry;            /* (N,) points and centre-region half-sides */
+    int64_t rows, n;
+    uint8_t *hits; /* (B, N): in some row's box or centre region (OR, zeroed by the caller) */
+    uint8_t *both; /* (R, N): in the row's box and its centre region */
+} region_job;
+
+/* Rows lo..hi (whole images: no other thread writes their hits rows). */
+static void region_rows(const region_job *job, int64_t lo, int64_t hi) {
+    const int64_t n = job->n;
+    const float *px = job->px, *py = job->py, *rx = job->rx, *ry = job->ry;
+    for (int64_t r = lo; r < hi; r++) {
+        const float x1 = job->x1[r], y1 = job->y1[r], x2 = job->x2[r], y2 = job->y2[r], cx = job->cx[r],
+                    cy = job->cy[r];
+        uint8_t *hit = job->hits + job->img[r] * n, *both = job->both + r * n;
+        for (int64_t p = 0; p < n; p++) {
+            const int in_box = (px[p] > x1) & (py[p] > y1) & (x2 > px[p]) & (y2 > py[p]);
+            const int in_ctr = (px[p] > cx - rx[p]) & (py[p] > cy - ry[p]) & (cx + rx[p] > px[p]) & (cy + ry[p] > py[p]);
+            hit[p] |= (uint8_t)(in_box | in_ctr);
+            both[p] = (uint8_t)(in_box & in_ctr);
+        }
+    }
+}
+
+/* region(x1, y1, x2, y2, cx, cy, img, rows, px, py, rx, ry, n, hits, both, threads):
+ * float32 (R,) and (N,) arrays, int64 img (R,) ascending, uint8 hits (B, N) zeroed and
+ * both (R, N), all contiguous. The comparisons are the PyTorch path's (simota.region). */
+static PyObject *native_region(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long x1, y1, x2, y2, cx, cy, img, px, py, rx, ry, hits, both;
+    long long rows, n;
+    int threads;
+    if (!PyArg_ParseTuple(args, "KKKKKKKLKKKKLKKi", &x1, &y1, &x2, &y2, &cx, &cy, &img, &rows, &px, &py, &rx,
+                          &ry, &n, &hits, &both, &threads))
+        return NULL;
+    if (rows < 0 || n < 0) {
+        PyErr_SetString(PyExc_ValueError, "region: bad sizes");
+        return NULL;
+    }
+    const region_job job = {(const float *)(uintptr_t)x1, (const float *)(uintptr_t)y1,
+                            (const float *)(uintptr_t)x2, (const float *)(uintptr_t)y2,
+                            (const float *)(uintptr_t)cx, (const float *)(uintptr_t)cy,
+                            (const int64_t *)(uintptr_t)img, (const float *)(uintptr_t)px,
+                            (const float *)(uintptr_t)py, (const float *)(uintptr_t)rx,
+                            (const float *)(uintptr_t)ry, rows, n, (uint8_t *)(uintptr_t)hits,
+                            (uint8_t *)(uintptr_t)both};
+    if (threads < 1) threads = 1;
+    if (threads > rows) threads = rows < 1 ? 1 : (int)rows;
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+    {
+        int64_t t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num(), nt = omp_get_num_threads();
+#endif
+        /* An even share of the rows, moved to image boundaries. */
+        int64_t lo = rows * t / nt, hi = rows * (t + 1) / nt;
+        while (lo > 0 && lo < rows && job.img[lo] == job.img[lo - 1]) lo++;
+        while (hi > 0 && hi < rows && job.img[hi] == job.img[hi - 1]) hi++;
+        if (lo < hi) region_rows(&job, lo, hi);
+    }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 /* iou_k(gt, img, boxes, ok, rows, width, w, topk, iou, k, threads): float32 gt (R, 4),
  * int64 img (R,), float32 boxes (B, width, 4), bool ok (B, width), float32 iou (R, w),
  * int32 k (R,), all contiguous. */
@@ -121,6 +193,7 @@ static PyObject *native_iou_k(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"iou_k", native_iou_k, METH_VARARGS, "IoU of rows against candidate columns, and each row's dynamic k."},
+    {"region", native_region, METH_VARARGS, "SimOTA's candidate region test of rows against points."},
     {NULL, NULL, 0, NULL},
 };
 

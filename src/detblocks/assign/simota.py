@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from detblocks._checks import check_number, tracing
+from detblocks._checks import check_number, eager_cpu, tracing
 from detblocks.assign import _dynamic_k as dk
 from detblocks.assign._common import Assignment
 
@@ -156,7 +156,11 @@ def simota_assign(
         return in_box.logical_or_(in_ctr)
 
     box_ok = torch.isfinite(inp.boxes).all(-1) & torch.isfinite(inp.priors).all(-1)  # (B, N)
-    cols = dk.candidate_columns(dk.region_mask(rows, region, b, n) & box_ok)
+    if sparse and dk._native is not None and eager_cpu(g, inp.priors):  # the same test, natively
+        in_region = _native_region(rows, g, gcx, gcy, inp.priors, rx, ry, b, inside_pairs)
+    else:
+        in_region = dk.region_mask(rows, region, b, n)
+    cols = dk.candidate_columns(in_region & box_ok)
 
     # Per candidate: whether its scores are probabilities (the class cost below is finite
     # exactly then), and the class cost against an all-zero target, sum_c -log(1 - p_c):
@@ -304,6 +308,40 @@ def simota_assign(
         rows, cols, pair_costs, candidate_topk, stand_ins=(_FLOOR, dear) if sparse else (), recheck=recheck
     )
     return dk.finish(inp, dk.to_priors(cols, owner, n))
+
+
+def _native_region(
+    rows: dk.Rows, g: Tensor, gcx: Tensor, gcy: Tensor, priors: Tensor, rx: Tensor, ry: Tensor, b: int,
+    inside_pairs: list[Tensor],
+) -> Tensor:  # fmt: skip
+    """``simota_assign``'s region test by the native kernel, in the same blocks of rows
+    and with the same float32 comparisons: ``Tensor[B, N] bool``, and the (row, prior)
+    pairs in both a box and its centre region appended to ``inside_pairs``."""
+    n = priors.shape[0]
+    x1, y1, x2, y2 = (v.contiguous() for v in g.unbind(-1))
+    cx, cy = gcx.reshape(-1).contiguous(), gcy.reshape(-1).contiguous()
+    px, py = priors[:, 0].contiguous(), priors[:, 1].contiguous()
+    rx, ry = rx.contiguous(), ry.contiguous()
+    hits = torch.zeros((b, n), dtype=torch.uint8)
+    for blk in dk.row_blocks(rows, n):
+        img = rows.img[blk].contiguous()
+        both = torch.empty((img.shape[0], n), dtype=torch.uint8)
+        part = [v[blk] for v in (x1, y1, x2, y2, cx, cy)]
+        dk._native.region(
+            *(v.data_ptr() for v in part),
+            img.data_ptr(),
+            img.shape[0],
+            px.data_ptr(),
+            py.data_ptr(),
+            rx.data_ptr(),
+            ry.data_ptr(),
+            n,
+            hits.data_ptr(),
+            both.data_ptr(),
+            torch.get_num_threads(),
+        )
+        inside_pairs.append(both.nonzero() + torch.tensor([blk.start, 0]))  # (one host read per block)
+    return hits.bool()
 
 
 class SimOTAAssigner(nn.Module):
