@@ -14,6 +14,8 @@
  *     candidate columns (ok), in descending order, each at least 0 (the PyTorch path's
  *     topk of where(ok, iou, -1), clamped, summed one after another); at most `w` of them.
  *
+ * select: each row's k cheapest candidate columns by the unique keys
+ *   `cost bits << 32 | prior` and each column's lowest `cost bits << 32 | row` (conflicts).
  * region: SimOTA's candidate test of rows against every point: whether a point lies in
  *   some row's box or centre region (per image), and whether in both of a row's.
  *
@@ -156,6 +158,109 @@ static PyObject *native_region(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+#define NO_KEY INT64_MAX
+
+typedef struct {
+    const float *cost;    /* (R, w) */
+    const int64_t *img;   /* (R,) ascending */
+    const int64_t *row;   /* (R,) ground-truth row of each */
+    const uint8_t *ok;    /* (B, L) */
+    const int64_t *prior; /* (B, L) */
+    const int32_t *k;     /* (R,) */
+    int64_t rows, width, w, t;
+    int64_t *sel;   /* (R, t) columns of the t smallest keys, ascending */
+    uint8_t *chosen; /* (R, t) the first k of them that are candidates */
+    int64_t *best;  /* (B, L) conflict keys: min(best, cost bits << 32 | row) */
+} select_job;
+
+/* The PyTorch path's _dynamic_k.cost_bits(cost) << 32 (order-preserving). */
+static inline int64_t high_bits(float c) {
+    union {
+        float f;
+        int32_t i;
+    } u;
+    u.f = c + 0.0f;
+    const int32_t bits = u.i < 0 ? u.i ^ 0x7FFFFFFF : u.i;
+    return (int64_t)((uint64_t)(int64_t)bits << 32);
+}
+
+static void select_rows(const select_job *job, int64_t lo, int64_t hi) {
+    const int64_t w = job->w, t = job->t;
+    int64_t keys[MAX_TOPK], cols[MAX_TOPK];
+    for (int64_t r = lo; r < hi; r++) {
+        const int64_t b = job->img[r], rw = job->row[r];
+        const float *cost = job->cost + r * w;
+        const uint8_t *ok = job->ok + b * job->width;
+        const int64_t *prior = job->prior + b * job->width;
+        int64_t *best = job->best + b * job->width;
+        int64_t held = 0;
+        for (int64_t j = 0; j < w; j++) {
+            if (!ok[j]) continue;
+            const int64_t high = high_bits(cost[j]);
+            const int64_t conflict = high | rw;
+            if (conflict < best[j]) best[j] = conflict;
+            if (t == 0) continue;
+            const int64_t key = high | prior[j];
+            if (held == t && !(key < keys[held - 1])) continue;
+            int64_t at = held < t ? held++ : held - 1;
+            while (at > 0 && key < keys[at - 1]) {
+                keys[at] = keys[at - 1];
+                cols[at] = cols[at - 1];
+                at--;
+            }
+            keys[at] = key;
+            cols[at] = j;
+        }
+        for (int64_t i = 0; i < t; i++) {
+            job->sel[r * t + i] = i < held ? cols[i] : 0;
+            job->chosen[r * t + i] = (uint8_t)(i < held && i < job->k[r]);
+        }
+    }
+}
+
+/* select(cost, img, row, ok, prior, k, rows, width, w, t, sel, chosen, best, threads):
+ * float32 cost (R, w), int64 img/row (R,) (img ascending), bool ok (B, width), int64
+ * prior (B, width), int32 k (R,), int64 sel (R, t), bool chosen (R, t), int64 best
+ * (B, width), all contiguous; t <= 64. The keys and conflict keys of
+ * _dynamic_k.dynamic_k_match, the selection of its k smallest keys per row, and the
+ * minimum conflict key per column (threads own whole images). */
+static PyObject *native_select(PyObject *self, PyObject *args) {
+    (void)self;
+    unsigned long long cost, img, row, ok, prior, k, sel, chosen, best;
+    long long rows, width, w, t;
+    int threads;
+    if (!PyArg_ParseTuple(args, "KKKKKKLLLLKKKi", &cost, &img, &row, &ok, &prior, &k, &rows, &width, &w, &t, &sel,
+                          &chosen, &best, &threads))
+        return NULL;
+    if (rows < 0 || width < 0 || w < 0 || w > width || t < 0 || t > MAX_TOPK) {
+        PyErr_SetString(PyExc_ValueError, "select: bad sizes");
+        return NULL;
+    }
+    const select_job job = {(const float *)(uintptr_t)cost, (const int64_t *)(uintptr_t)img,
+                            (const int64_t *)(uintptr_t)row, (const uint8_t *)(uintptr_t)ok,
+                            (const int64_t *)(uintptr_t)prior, (const int32_t *)(uintptr_t)k,
+                            rows, width, w, t, (int64_t *)(uintptr_t)sel, (uint8_t *)(uintptr_t)chosen,
+                            (int64_t *)(uintptr_t)best};
+    if (threads < 1) threads = 1;
+    if (threads > rows) threads = rows < 1 ? 1 : (int)rows;
+    Py_BEGIN_ALLOW_THREADS
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+    {
+        int64_t th = 0, nt = 1;
+#ifdef _OPENMP
+        th = omp_get_thread_num(), nt = omp_get_num_threads();
+#endif
+        int64_t lo = rows * th / nt, hi = rows * (th + 1) / nt;
+        while (lo > 0 && lo < rows && job.img[lo] == job.img[lo - 1]) lo++;
+        while (hi > 0 && hi < rows && job.img[hi] == job.img[hi - 1]) hi++;
+        if (lo < hi) select_rows(&job, lo, hi);
+    }
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 /* iou_k(gt, img, boxes, ok, rows, width, w, topk, iou, k, threads): float32 gt (R, 4),
  * int64 img (R,), float32 boxes (B, width, 4), bool ok (B, width), float32 iou (R, w),
  * int32 k (R,), all contiguous. */
@@ -194,6 +299,7 @@ static PyObject *native_iou_k(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"iou_k", native_iou_k, METH_VARARGS, "IoU of rows against candidate columns, and each row's dynamic k."},
     {"region", native_region, METH_VARARGS, "SimOTA's candidate region test of rows against points."},
+    {"select", native_select, METH_VARARGS, "Each row's k cheapest candidates, and each column's cheapest row."},
     {NULL, NULL, 0, NULL},
 };
 

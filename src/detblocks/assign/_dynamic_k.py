@@ -299,6 +299,7 @@ def dynamic_k_match(
     dev = cols.prior.device
     best = torch.full((b, width), _NO_KEY, dtype=torch.int64, device=dev)  # conflict keys
     picks_at, picks_row, picks_ok = [], [], []
+    native = _native is not None and topk <= _NATIVE_TOPK and rows.ok is None and eager_cpu(cols.prior)
     for blk, w in column_blocks(rows, cols):
         img, row = rows.img[blk], rows.row[blk]
         ok = cols.ok[:, :w].index_select(0, img)  # (R, w)
@@ -313,17 +314,22 @@ def dynamic_k_match(
             for i in range(1, top.shape[1]):
                 total = total + top[:, i]
             k = total.to(torch.int32).clamp(min=1)  # (R,) mmdet's int() then clamp(min=1)
-        # (R, w) cost bits above 32 bits of prior or row; _NO_KEY (all ones) where not a
-        # candidate, which an OR leaves as it is
-        high = cost_bits(cost_of(k)).bitwise_left_shift_(32).masked_fill_(~ok, _NO_KEY)
-        sel = _smallest(high | cols.prior[:, :w].index_select(0, img), topk)
-        chosen = (torch.arange(sel.values.shape[1], device=dev) < k[:, None]) & (sel.values != _NO_KEY)
-        at = img[:, None] * width + sel.indices  # (R, topk) flat column
+        cost = cost_of(k)
+        if native and cost.dtype == torch.float32:
+            indices, chosen = _native_select(cost, img, row, cols, w, k, min(topk, w), best)
+        else:
+            # (R, w) cost bits above 32 bits of prior or row; _NO_KEY (all ones) where not
+            # a candidate, which an OR leaves as it is
+            high = cost_bits(cost).bitwise_left_shift_(32).masked_fill_(~ok, _NO_KEY)
+            sel = _smallest(high | cols.prior[:, :w].index_select(0, img), topk)
+            chosen = (torch.arange(sel.values.shape[1], device=dev) < k[:, None]) & (sel.values != _NO_KEY)
+            indices = sel.indices
+            conflict = high.bitwise_or_(row[:, None])
+            best.scatter_reduce_(0, img[:, None].expand_as(conflict), conflict, "amin")
+        at = img[:, None] * width + indices  # (R, topk) flat column
         picks_at.append(at.clamp(max=b * width - 1))  # traced padding entries are never chosen
         picks_row.append(row[:, None].expand_as(at))
         picks_ok.append(chosen)
-        conflict = high.bitwise_or_(row[:, None])
-        best.scatter_reduce_(0, img[:, None].expand_as(conflict), conflict, "amin")
     at = torch.cat(picks_at).reshape(-1)
     chosen = torch.cat(picks_ok).reshape(-1)
     picker = torch.where(chosen, torch.cat(picks_row).reshape(-1), -1)
@@ -340,6 +346,35 @@ def dynamic_k_match(
     cheapest = (best & _LOW32).to(torch.int64)
     owner = torch.where(count > 1, cheapest, single)
     return owner.view(b, width)
+
+
+def _native_select(
+    cost: Tensor, img: Tensor, row: Tensor, cols: Columns, w: int, k: Tensor, t: int, best: Tensor
+) -> tuple[Tensor, Tensor]:
+    """:func:`dynamic_k_match`'s keys, selection and conflict keys of one block by the
+    native kernel (the same integers): the ``t`` selected columns of each row in key
+    order and which of them are chosen; ``best`` is lowered in place."""
+    cost, k = cost.contiguous(), k.to(torch.int32).contiguous()
+    img, row = img.contiguous(), row.contiguous()
+    indices = torch.empty((cost.shape[0], t), dtype=torch.int64)
+    chosen = torch.empty((cost.shape[0], t), dtype=torch.bool)
+    _native.select(
+        cost.data_ptr(),
+        img.data_ptr(),
+        row.data_ptr(),
+        cols.ok.data_ptr(),
+        cols.prior.data_ptr(),
+        k.data_ptr(),
+        cost.shape[0],
+        cols.prior.shape[1],
+        w,
+        t,
+        indices.data_ptr(),
+        chosen.data_ptr(),
+        best.data_ptr(),
+        torch.get_num_threads(),
+    )
+    return indices, chosen
 
 
 def to_priors(cols: Columns, owner: Tensor, n: int) -> Tensor:
