@@ -29,6 +29,13 @@ static bound ``k <= topk`` (an IoU is at most 1) keeps shapes static. Conflicts 
 per-column minimum of ``cost bits << 32 | ground-truth row`` over every row of the image
 (a scatter-min into ``(B, L)``), so equal costs go to the lower row. Both paths (eager
 and traced) run the same operations on the same values and pick the same pairs.
+
+Native kernel
+-------------
+In eager mode on CPU, ``detblocks._native_dynk`` (when built; ``DETBLOCKS_NATIVE=0``
+turns it off) computes a block's IoUs with each row's k (:func:`iou_and_k`) and a
+block's keys, selection and conflict keys (:func:`dynamic_k_match`) in one pass each,
+with the same float32 and integer operations as the PyTorch path: the same values.
 """
 
 from __future__ import annotations

@@ -102,8 +102,8 @@ def simota_assign(
     coordinate, takes no part. Eager mode reads the layout back to the host (four reads
     per call: ground truths and candidates per image, and their lists), evaluates the
     pairs in blocks of ``detblocks.assign._dynamic_k.CHUNK_ELEMENTS`` pairs, and computes
-    only the costs the picks depend on (about three more reads per block and one for
-    the conflicts: 19 in all on the yardstick's batch of 16 images); the traceable path
+    only the costs the picks depend on (a few more reads per block of rows and one for
+    the conflicts: about 30 in all on the yardstick's batch of 16 images); the traceable path
     reads nothing and evaluates every (row, prior) pair.
 
     Example:
@@ -152,7 +152,9 @@ def simota_assign(
         in_box = (px > x1) & (py > y1) & (x2 > px) & (y2 > py)
         in_ctr = (px > cx - rx) & (py > cy - ry) & (cx + rx > px) & (cy + ry > py)
         if sparse:  # (one host read per block)
-            inside_pairs.append((in_box & in_ctr).nonzero() + torch.tensor([blk.start, 0], device=dev))
+            pairs = (in_box & in_ctr).nonzero()
+            pairs[:, 0] += blk.start
+            inside_pairs.append(pairs)
         return in_box.logical_or_(in_ctr)
 
     box_ok = torch.isfinite(inp.boxes).all(-1) & torch.isfinite(inp.priors).all(-1)  # (B, N)
@@ -340,7 +342,9 @@ def _native_region(
             both.data_ptr(),
             torch.get_num_threads(),
         )
-        inside_pairs.append(both.nonzero() + torch.tensor([blk.start, 0]))  # (one host read per block)
+        pairs = both.nonzero()  # (one host read per block)
+        pairs[:, 0] += blk.start
+        inside_pairs.append(pairs)
     return hits.bool()
 
 
