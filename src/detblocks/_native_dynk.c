@@ -19,7 +19,7 @@
  * region: SimOTA's candidate test of rows against every point: whether a point lies in
  *   some row's box or centre region (per image), and whether in both of a row's.
  *
- * Rows are split over `threads` OpenMP threads (PyTorch's own team when built with
+ * Rows are split over `threads` OpenMP threads, whole images each (PyTorch's own team when built with
  * -fopenmp, see _native.c); without OpenMP on the calling thread.
  */
 #define PY_SSIZE_T_CLEAN
@@ -89,6 +89,27 @@ static void iou_k_rows(const iou_k_job *job, int64_t lo, int64_t hi) {
     }
 }
 
+/* Run rows(job, lo, hi) on `threads` threads, each on an even share of the rows moved to
+ * image boundaries (img ascending), so that no two threads write one image's outputs. */
+static void by_images(void (*rows_fn)(const void *, int64_t, int64_t), const void *job, const int64_t *img,
+                      int64_t rows, int threads) {
+    if (threads < 1) threads = 1;
+    if (threads > rows) threads = rows < 1 ? 1 : (int)rows;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads)
+#endif
+    {
+        int64_t t = 0, nt = 1;
+#ifdef _OPENMP
+        t = omp_get_thread_num(), nt = omp_get_num_threads();
+#endif
+        int64_t lo = rows * t / nt, hi = rows * (t + 1) / nt;
+        while (lo > 0 && lo < rows && img[lo] == img[lo - 1]) lo++;
+        while (hi > 0 && hi < rows && img[hi] == img[hi - 1]) hi++;
+        if (lo < hi) rows_fn(job, lo, hi);
+    }
+}
+
 typedef struct {
     const float *x1, *y1, *x2, *y2, *cx, *cy; /* (R,) the rows' boxes and centres */
     const int64_t *img;                        /* (R,) image of each row, ascending */
@@ -115,6 +136,8 @@ static void region_rows(const region_job *job, int64_t lo, int64_t hi) {
     }
 }
 
+static void region_rows_of(const void *job, int64_t lo, int64_t hi) { region_rows((const region_job *)job, lo, hi); }
+
 /* region(x1, y1, x2, y2, cx, cy, img, rows, px, py, rx, ry, n, hits, both, threads):
  * float32 (R,) and (N,) arrays, int64 img (R,) ascending, uint8 hits (B, N) zeroed and
  * both (R, N), all contiguous. The comparisons are the PyTorch path's (simota.region). */
@@ -137,28 +160,12 @@ static PyObject *native_region(PyObject *self, PyObject *args) {
                             (const float *)(uintptr_t)py, (const float *)(uintptr_t)rx,
                             (const float *)(uintptr_t)ry, rows, n, (uint8_t *)(uintptr_t)hits,
                             (uint8_t *)(uintptr_t)both};
-    if (threads < 1) threads = 1;
-    if (threads > rows) threads = rows < 1 ? 1 : (int)rows;
     Py_BEGIN_ALLOW_THREADS
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-#endif
-    {
-        int64_t t = 0, nt = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num(), nt = omp_get_num_threads();
-#endif
-        /* An even share of the rows, moved to image boundaries. */
-        int64_t lo = rows * t / nt, hi = rows * (t + 1) / nt;
-        while (lo > 0 && lo < rows && job.img[lo] == job.img[lo - 1]) lo++;
-        while (hi > 0 && hi < rows && job.img[hi] == job.img[hi - 1]) hi++;
-        if (lo < hi) region_rows(&job, lo, hi);
-    }
+    by_images(region_rows_of, &job, job.img, rows, threads);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
-#define NO_KEY INT64_MAX
 
 typedef struct {
     const float *cost;    /* (R, w) */
@@ -218,6 +225,8 @@ static void select_rows(const select_job *job, int64_t lo, int64_t hi) {
     }
 }
 
+static void select_rows_of(const void *job, int64_t lo, int64_t hi) { select_rows((const select_job *)job, lo, hi); }
+
 /* select(cost, img, row, ok, prior, k, rows, width, w, t, sel, chosen, best, threads):
  * float32 cost (R, w), int64 img/row (R,) (img ascending), bool ok (B, width), int64
  * prior (B, width), int32 k (R,), int64 sel (R, t), bool chosen (R, t), int64 best
@@ -241,25 +250,13 @@ static PyObject *native_select(PyObject *self, PyObject *args) {
                             (const int64_t *)(uintptr_t)prior, (const int32_t *)(uintptr_t)k,
                             rows, width, w, t, (int64_t *)(uintptr_t)sel, (uint8_t *)(uintptr_t)chosen,
                             (int64_t *)(uintptr_t)best};
-    if (threads < 1) threads = 1;
-    if (threads > rows) threads = rows < 1 ? 1 : (int)rows;
     Py_BEGIN_ALLOW_THREADS
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-#endif
-    {
-        int64_t th = 0, nt = 1;
-#ifdef _OPENMP
-        th = omp_get_thread_num(), nt = omp_get_num_threads();
-#endif
-        int64_t lo = rows * th / nt, hi = rows * (th + 1) / nt;
-        while (lo > 0 && lo < rows && job.img[lo] == job.img[lo - 1]) lo++;
-        while (hi > 0 && hi < rows && job.img[hi] == job.img[hi - 1]) hi++;
-        if (lo < hi) select_rows(&job, lo, hi);
-    }
+    by_images(select_rows_of, &job, job.img, rows, threads);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
+
+static void iou_k_rows_of(const void *job, int64_t lo, int64_t hi) { iou_k_rows((const iou_k_job *)job, lo, hi); }
 
 /* iou_k(gt, img, boxes, ok, rows, width, w, topk, iou, k, threads): float32 gt (R, 4),
  * int64 img (R,), float32 boxes (B, width, 4), bool ok (B, width), float32 iou (R, w),
@@ -279,19 +276,8 @@ static PyObject *native_iou_k(PyObject *self, PyObject *args) {
     const iou_k_job job = {(const float *)(uintptr_t)gt, (const int64_t *)(uintptr_t)img,
                            (const float *)(uintptr_t)boxes, (const uint8_t *)(uintptr_t)ok, width, w, topk,
                            (float *)(uintptr_t)iou, (int32_t *)(uintptr_t)k};
-    if (threads < 1) threads = 1;
-    if (threads > rows) threads = rows < 1 ? 1 : (int)rows;
     Py_BEGIN_ALLOW_THREADS
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-#endif
-    {
-        int64_t t = 0, nt = 1;
-#ifdef _OPENMP
-        t = omp_get_thread_num(), nt = omp_get_num_threads();
-#endif
-        iou_k_rows(&job, rows * t / nt, rows * (t + 1) / nt);
-    }
+    by_images(iou_k_rows_of, &job, job.img, rows, threads);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
