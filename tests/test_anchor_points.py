@@ -59,3 +59,29 @@ def test_bad_arguments(sizes, strides, error, message):
         return
     with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
         anchor_points(sizes, strides)
+
+
+def _tal_golden_cases() -> list[dict]:
+    from conftest import load_manifest
+
+    return [c for c in load_manifest("modern") if c["cls"] == "TaskAlignedAssigner"]
+
+
+@pytest.mark.parametrize("case", _tal_golden_cases(), ids=lambda c: c["id"])
+def test_equals_ultralytics_make_anchors_in_the_golden_cases(case):
+    """The TAL golden cases hold ultralytics 8.4.190's ``make_anchors(feats, (8, 16, 32),
+    0.5) * stride``: some image size (multiples of 32 up to 256 px) gives exactly them."""
+    import numpy as np
+
+    with np.load(case["path"]) as z:
+        want = torch.from_numpy(z["in_anchor_points"])
+    sizes = [(h, w) for h in range(32, 257, 32) for w in range(32, 257, 32)]
+    found = []
+    for h, w in sizes:
+        levels = [(h // s, w // s) for s in (8, 16, 32)]
+        if sum(a * b for a, b in levels) != want.shape[0]:
+            continue
+        points, _ = anchor_points(levels, [8, 16, 32])
+        if torch.equal(points, want.to(points.device, points.dtype)):
+            found.append((h, w))
+    assert found, f"no image size reproduces the {want.shape[0]} points of {case['id']}"
