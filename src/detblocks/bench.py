@@ -1946,7 +1946,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=DEFAULT_PLOT, help="sweep plot PNG (default %(default)s)")
     ap.add_argument("--json", type=Path, help="write every raw figure to this JSON file")
     ap.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    ap.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
+    ap.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device of the GluonCV workloads and the sweep (default %(default)s); "
+        "the --modern workloads and --lsa-sweep run on the CPU",
+    )
     ap.add_argument("--memory-cell", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
