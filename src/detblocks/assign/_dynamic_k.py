@@ -33,7 +33,7 @@ and traced) run the same operations on the same values and pick the same pairs.
 Native kernel
 -------------
 In eager mode on CPU, ``detblocks._native_dynk`` (when built; ``DETBLOCKS_NATIVE=0``
-turns it off) computes a block's IoUs with each row's k (:func:`iou_and_k`) and a
+turns it off) computes a block's IoUs with each row's k (:func:`block_iou`) and a
 block's keys, selection and conflict keys (:func:`dynamic_k_match`) in one pass each,
 with the same float32 and integer operations as the PyTorch path: the same values.
 """
@@ -235,27 +235,28 @@ def _smallest(keys: Tensor, k: int, largest: bool = False) -> tuple[Tensor, Tens
     return keys.topk(min(k, keys.shape[1]), dim=1, largest=largest, sorted=True)
 
 
-#: ``pair_costs(block, w)``: ``(iou, cost_of)``, or ``(iou, cost_of, k)`` with the rows'
-#: dynamic k already computed (by :func:`iou_and_k`).
-PairFn = Callable[[slice, int], tuple]
+#: ``pair_costs(block, w)``: ``(iou, cost_of, k)``, ``k`` the rows' dynamic k when
+#: already computed (by :func:`block_iou`), else ``None``.
+PairFn = Callable[[slice, int], tuple[Tensor, Callable[[Tensor], Tensor], Tensor | None]]
 
 
-def iou_and_k(
+def block_iou(
     gt: Tensor, img: Tensor, boxes: Tensor, ok: Tensor, w: int, topk: int
-) -> tuple[Tensor, Tensor] | None:
-    """By the native kernel: the IoU (:func:`pair_iou`) of the rows ``gt (Tensor[R, 4])``
-    of images ``img (Tensor[R])`` with the predicted boxes of the first ``w`` columns of
-    their images, ``boxes (Tensor[B, L, 4])``, and each row's dynamic k over the candidate
-    columns ``ok (Tensor[B, L] bool)``, exactly as :func:`dynamic_k_match` computes them;
-    ``None`` where the kernel does not apply (not built, not eager float32 CPU, a
-    ``topk`` above 64)."""
+) -> tuple[Tensor, Tensor | None]:
+    """The IoU (:func:`pair_iou`) of the rows ``gt (Tensor[R, 4])`` of images ``img
+    (Tensor[R])`` with the predicted boxes of the first ``w`` columns of their images,
+    ``boxes (Tensor[B, L, 4])``: ``Tensor[R, w]``. With the native kernel (eager float32
+    CPU, ``topk`` up to 64) also each row's dynamic k over the candidate columns ``ok
+    (Tensor[B, L] bool)``, exactly as :func:`dynamic_k_match` computes it; else ``None``
+    in its place."""
     if (
         _native is None
         or topk > _NATIVE_TOPK
         or not (gt.dtype == boxes.dtype == torch.float32)
         or not eager_cpu(gt, boxes)
     ):
-        return None
+        planes = boxes[:, :w].index_select(0, img).unbind(-1)  # 4 x (R, w)
+        return pair_iou(*planes, *(gt[:, i : i + 1] for i in range(4))), None
     gt, img, boxes, ok = gt.contiguous(), img.contiguous(), boxes.contiguous(), ok.contiguous()
     rows = gt.shape[0]
     iou = torch.empty((rows, w), dtype=torch.float32)
@@ -287,10 +288,11 @@ def dynamic_k_match(
     """Dynamic-k matching: ``Tensor[B, L]`` int64, the ground-truth row each candidate
     column goes to, ``-1`` for none.
 
-    ``pair_costs(block, w)`` gives ``(iou, cost_of)`` for the rows ``block`` (a slice of
+    ``pair_costs(block, w)`` gives ``(iou, cost_of, k)`` for the rows ``block`` (a slice of
     ``rows``) against the first ``w`` columns of their images: ``iou (Tensor[R_block, w])``
-    float32, and ``cost_of(k)`` the float32 costs ``Tensor[R_block, w]`` given the rows' dynamic k
-    (``Tensor[R_block]``); values at non-candidate columns are never read. Per row:
+    float32, ``cost_of(k)`` the float32 costs ``Tensor[R_block, w]`` given the rows' dynamic k
+    (``Tensor[R_block]``), and ``k`` itself when already computed (else ``None``); values
+    at non-candidate columns are never read. Per row:
     ``k = max(1, int(sum of the top-topk IoUs))`` (summed in descending order, one after
     another, as mmdet's ``sum(0)`` over ``topk``'s output), then the ``k`` lowest costs
     (lower prior on ties). A column picked by several rows goes to the lowest cost over
@@ -312,10 +314,8 @@ def dynamic_k_match(
         ok = cols.ok[:, :w].index_select(0, img)  # (R, w)
         if rows.ok is not None:
             ok = ok & rows.ok[blk, None]
-        iou, cost_of, *known = pair_costs(blk, w)  # (R, w)
-        if known:
-            k = known[0]
-        else:
+        iou, cost_of, k = pair_costs(blk, w)  # (R, w), k (R,) or None
+        if k is None:
             top = _smallest(torch.where(ok, iou, -1.0), topk, largest=True).values.clamp(min=0)
             total = top[:, 0] if top.shape[1] else torch.zeros_like(iou[:, 0])
             for i in range(1, top.shape[1]):

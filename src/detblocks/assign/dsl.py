@@ -142,29 +142,22 @@ def dsl_assign(
     cp = cols.prior
     cpx, cpy, cstride = px[cp], py[cp], stride[cp]  # (B, L)
     cb = inp.boxes.gather(1, cp[..., None].expand(-1, -1, 4))  # (B, L, 4)
-    bx1, by1, bx2, by2 = cb.unbind(-1)
     labels = inp.gt_labels[rows.img, rows.row].clamp(min=0)  # (R,)
 
-    def pair_costs(blk: slice, w: int) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    def pair_costs(blk: slice, w: int) -> tuple[Tensor, Callable[[Tensor], Tensor], Tensor | None]:
         img = rows.img[blk]
 
         def take(plane: Tensor) -> Tensor:
             return plane[:, :w].index_select(0, img)
 
-        native = dk.iou_and_k(g[blk], img, cb, cols.ok, w, topk)
-        if native is None:
-            iou = dk.pair_iou(
-                take(bx1), take(by1), take(bx2), take(by2), gx1[blk], gy1[blk], gx2[blk], gy2[blk]
-            )
-        else:
-            iou = native[0]
+        iou, k = dk.block_iou(g[blk], img, cb, cols.ok, w, topk)
         dist = ((take(cpx) - gcx[blk]).pow(2) + (take(cpy) - gcy[blk]).pow(2)).sqrt() / take(cstride)
         center = torch.pow(10, dist - soft_center_radius)
         x_cls = inp.scores[img[:, None], take(cp), labels[blk, None]].to(torch.float32)
         cls = take(zero_col) - _soft_bce(x_cls, 0.0) + _soft_bce(x_cls, iou)
         iou_cost = torch.log(iou + _LOG_EPS).neg() * iou_weight
         cost = cls + iou_cost + center
-        return (iou, lambda k: cost) if native is None else (iou, lambda k: cost, native[1])
+        return iou, lambda _: cost, k
 
     owner = dk.dynamic_k_match(rows, cols, pair_costs, topk)
     return dk.finish(inp, dk.to_priors(cols, owner, n))

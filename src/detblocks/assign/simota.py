@@ -250,7 +250,7 @@ def simota_assign(
     # cost is >= 0 up to rounding: the margin of 1 covers both).
     dear = iou_weight * -math.log(_LOG_EPS) - (1.0 + cls_weight * c * 1e-3) + _OUTSIDE
 
-    def pair_costs(blk: slice, w: int) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    def pair_costs(blk: slice, w: int) -> tuple[Tensor, Callable[[Tensor], Tensor], Tensor | None]:
         r = torch.arange(blk.start, blk.stop, device=dev)[:, None]  # (R_blk, 1)
         img = rows.img[blk]
 
@@ -259,9 +259,8 @@ def simota_assign(
 
         if not sparse:
             iou, inside = geometry(r, rows_of)  # (R_blk, w)
-            return iou, lambda k: cost(r, img[:, None], torch.arange(w, device=dev), iou, inside)
-        native = dk.iou_and_k(g[blk], img, cb, cols.ok, w, candidate_topk)
-        iou = pair_iou(r, rows_of) if native is None else native[0]  # (R_blk, w)
+            return iou, lambda k: cost(r, img[:, None], torch.arange(w, device=dev), iou, inside), None
+        iou, known_k = dk.block_iou(g[blk], img, cb, cols.ok, w, candidate_topk)  # (R_blk, w)
         inside = torch.zeros(iou.shape, dtype=torch.bool, device=dev)
         at = slice(starts[blk.start], starts[blk.stop])
         col = in_col[at]
@@ -292,7 +291,7 @@ def simota_assign(
             fill(out, rest & lacking, within)
             return out
 
-        return (iou, cost_of) if native is None else (iou, cost_of, native[1])
+        return iou, cost_of, known_k
 
     def recheck(flat: Tensor) -> Tensor:  # exact key of conflicted columns over all rows
         q, r = (rows.img[None, :] == (flat // width)[:, None]).nonzero().unbind(1)  # (pairs,)
